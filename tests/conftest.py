@@ -1,0 +1,34 @@
+import pytest
+import torch
+from PIL import Image
+
+from whyserve import Explainer, load_model
+from whyserve.photos import photo_path
+
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="session")
+def effnet():
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def resnet():
+    return load_model("resnet18")
+
+
+@pytest.fixture(scope="session")
+def photos():
+    return {name: Image.open(photo_path(name)).convert("RGB") for name in ("chelsea", "coffee", "grace_hopper")}
+
+
+@pytest.fixture(scope="session")
+def effnet_batch(effnet, photos):
+    """chelsea and coffee, as EfficientNet-Lite0 sees them."""
+    return torch.stack([effnet.preprocess(photos["chelsea"]), effnet.preprocess(photos["coffee"])])
+
+
+@pytest.fixture(scope="session")
+def effnet_explainer(effnet):
+    return Explainer(effnet)

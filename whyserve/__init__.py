@@ -1,0 +1,18 @@
+"""whyserve: an image model's prediction and its visual explanation, from one forward pass."""
+
+from whyserve.engine import BatchResult, ExplainRequest, Explainer
+from whyserve.errors import InvalidOption
+from whyserve.methods import METHODS, Explanation
+from whyserve.models import ModelSpec, available_models, load_model
+
+__all__ = [
+    "BatchResult",
+    "ExplainRequest",
+    "Explainer",
+    "Explanation",
+    "InvalidOption",
+    "METHODS",
+    "ModelSpec",
+    "available_models",
+    "load_model",
+]

@@ -1,0 +1,188 @@
+"""One forward pass per batch gives the predictions and feeds every explanation in it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from whyserve.errors import InvalidOption
+from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_layer
+from whyserve.methods import GRADIENT_METHODS, Explanation
+from whyserve.methods.base import scale_cams, weighted_cam
+from whyserve.methods.scorecam import WEIGHTINGS, scorecam_weights
+from whyserve.models import ModelSpec
+from whyserve.targets import resolve_class
+
+
+@dataclass
+class ExplainRequest:
+    """What one image asks for. ``target``/``contrast`` take an index or a label;
+    ``target=None`` means the top-1 class; for regression models ``contrast`` is a value."""
+
+    method: str = "gradcam"
+    target: int | str | None = None
+    contrast: int | str | float | None = None
+    weighting: str = "probability"  # Score-CAM only
+
+
+@dataclass
+class BatchResult:
+    logits: torch.Tensor  # (B, outputs), detached
+    explanations: list[Explanation | None]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def topk(self, index: int, k: int, class_names: tuple[str, ...] | None) -> list[dict]:
+        probs = torch.softmax(self.logits[index].float(), dim=0)
+        values, indices = probs.topk(min(k, probs.numel()))
+        return [
+            {"index": int(i), "label": class_names[i] if class_names else str(int(i)), "probability": float(p)}
+            for p, i in zip(values.tolist(), indices.tolist())
+        ]
+
+
+class Explainer:
+    """Runs a ``ModelSpec``'s model for predictions and explanations.
+
+    The model is left as found: train/eval flags, hooks, requires_grad and the caller's
+    grad mode (inference mode included) are the same afterwards.
+    """
+
+    def __init__(self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 64) -> None:
+        self.spec = spec
+        self.model = spec.module
+        self.layer_name = layer or spec.target_layer or find_target_layer(self.model, spec.input_size)
+        self.layer = get_layer(self.model, self.layer_name)
+        if scorecam_chunk < 1:
+            raise InvalidOption("scorecam_chunk", "must be at least 1", ["a positive integer"])
+        self.scorecam_chunk = scorecam_chunk
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def validate(self, request: ExplainRequest) -> None:
+        """Raise ``InvalidOption`` for a request this model cannot answer (before any work)."""
+        spec = self.spec
+        if request.method not in spec.methods:
+            raise InvalidOption("method", f"{request.method!r} is not supported by model {spec.name!r}", spec.methods)
+        if request.target is not None:
+            resolve_class(request.target, "target", self._num_outputs, spec.class_names)
+        if request.contrast is not None:
+            self._resolve_contrast(request)
+        if request.method == "scorecam" and request.weighting not in WEIGHTINGS:
+            raise InvalidOption("weighting", f"unknown Score-CAM weighting {request.weighting!r}", WEIGHTINGS)
+
+    def explain(self, images: torch.Tensor, requests: list[ExplainRequest | None]) -> BatchResult:
+        """``images`` (B, C, H, W); ``requests[i] is None`` means prediction only for image i."""
+        if len(requests) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(requests)} requests")
+        for request in requests:
+            if request is not None:
+                self.validate(request)
+        images = images.detach().to(self.device)
+        wants_grad = any(r is not None and r.method in GRADIENT_METHODS for r in requests)
+
+        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+            start = time.perf_counter()
+            capture = LayerCapture(self.layer, self.layer_name, graph=wants_grad)
+            try:
+                output = self.model(images.clone() if images.is_inference() else images)
+            finally:
+                capture.remove()
+            predict_ms = (time.perf_counter() - start) * 1e3
+            activations = capture.activations
+            assert activations is not None, "the target layer did not run"
+            targets = [self._target(r, output[i]) for i, r in enumerate(requests)]
+
+            cams: dict[int, torch.Tensor] = {}
+            timing: dict[int, float] = {}
+            if wants_grad:
+                start = time.perf_counter()
+                cams.update(self._gradient_cams(output, activations, requests, targets))
+                elapsed = (time.perf_counter() - start) * 1e3
+                timing.update({i: elapsed for i in cams})
+            for i, request in enumerate(requests):
+                if request is not None and request.method == "scorecam":
+                    start = time.perf_counter()
+                    weights = scorecam_weights(
+                        self.model, images[i], activations[i].detach(), targets[i], request.weighting, self.scorecam_chunk
+                    )
+                    cams[i] = weighted_cam(weights[None], activations[i : i + 1].detach())[0]
+                    timing[i] = (time.perf_counter() - start) * 1e3
+
+        explanations: list[Explanation | None] = [None] * len(requests)
+        if cams:
+            order = sorted(cams)
+            layer_maps, heatmaps = scale_cams(torch.stack([cams[i] for i in order]), tuple(images.shape[-2:]))
+            for row, i in enumerate(order):
+                request = requests[i]
+                explanations[i] = Explanation(
+                    method=request.method,
+                    target=targets[i],
+                    contrast=self._contrast(request, targets[i]),
+                    layer=self.layer_name,
+                    heatmap=heatmaps[row].cpu().numpy(),
+                    layer_heatmap=layer_maps[row].cpu().numpy(),
+                    timing_ms={"predict": predict_ms, "explain": timing[i]},
+                )
+        return BatchResult(logits=output.detach(), explanations=explanations, timing_ms={"predict": predict_ms})
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits only: a plain forward with no hooks and no graph."""
+        with eval_mode(self.model), torch.inference_mode():
+            return self.model(images.to(self.device))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def _num_outputs(self) -> int:
+        if self.spec.class_names is not None:
+            return len(self.spec.class_names)
+        return int(self.spec.extra.get("num_outputs", 1))
+
+    def _target(self, request: ExplainRequest | None, output: torch.Tensor) -> int:
+        if request is None or request.target is None:
+            return int(output.argmax())
+        return resolve_class(request.target, "target", output.numel(), self.spec.class_names)
+
+    def _resolve_contrast(self, request: ExplainRequest) -> int | float:
+        if request.method != "contrastive":
+            raise InvalidOption("contrast", f"method {request.method!r} takes no contrast", ["contrastive"])
+        if self.spec.task == "regression":
+            try:
+                return float(request.contrast)
+            except (TypeError, ValueError):
+                raise InvalidOption("contrast", f"{request.contrast!r} is not a number", ["a real number"]) from None
+        return resolve_class(request.contrast, "contrast", self._num_outputs, self.spec.class_names)
+
+    def _contrast(self, request: ExplainRequest, target: int) -> int | float | None:
+        if request.method != "contrastive":
+            return None
+        if request.contrast is None:
+            if self.spec.task == "regression":
+                raise InvalidOption("contrast", "a regression model needs a contrast value", ["a real number"])
+            return target
+        return self._resolve_contrast(request)
+
+    def _gradient_cams(
+        self,
+        output: torch.Tensor,
+        activations: torch.Tensor,
+        requests: list[ExplainRequest | None],
+        targets: list[int],
+    ) -> dict[int, torch.Tensor]:
+        rows = [i for i, r in enumerate(requests) if r is not None and r.method in GRADIENT_METHODS]
+        with torch.enable_grad():
+            objective = sum(
+                GRADIENT_METHODS[requests[i].method].objective(
+                    output[i], targets[i], self._contrast(requests[i], targets[i]), self.spec.task
+                )
+                for i in rows
+            )
+            (grads,) = torch.autograd.grad(objective, activations)
+        acts = activations.detach()[rows]
+        weights = torch.stack([GRADIENT_METHODS[requests[i].method].channel_weights(grads[i : i + 1])[0] for i in rows])
+        cams = weighted_cam(weights, acts)
+        return {i: cams[row] for row, i in enumerate(rows)}

@@ -1,0 +1,67 @@
+"""Score-CAM (Wang et al., CVPRW 2020): channel weights from how well each activation
+map, used as a mask on the input, alone keeps the target's score.
+
+Gradient-free. Two named weightings:
+
+- ``probability`` (the paper authors' code): H_k = minmax(upsample(A_k)) with bilinear
+  ``align_corners=False``; alpha_k = softmax over classes of f(X * H_k) at the target;
+  constant channels carry no mask and get alpha_k = 0.
+- ``channel_softmax`` (pytorch-grad-cam's ScoreCAM): H_k = (u - min) / (max - min + 1e-8)
+  of u = upsample(A_k) with ``align_corners=True``; alpha = softmax over channels of the
+  target logits f(X * H_k).
+
+Every channel whose map is constant gives the all-zero mask, so the same masked input:
+it is scored once, which keeps the result exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+WEIGHTINGS = ("probability", "channel_softmax")
+
+
+def scorecam_weights(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    activations: torch.Tensor,
+    target: int,
+    weighting: str,
+    chunk: int,
+) -> torch.Tensor:
+    """Channel weights (K,) for one image (C, H, W) with activations (K, h, w).
+
+    ``forward`` must be a plain, hook-free, gradient-free call of the model; at most
+    ``chunk`` masked images are built and scored at a time.
+    """
+    size = image.shape[-2:]
+    align = weighting == "channel_softmax"
+    spread = activations.flatten(1)
+    varying = torch.nonzero(spread.amax(1) > spread.amin(1)).flatten()
+
+    scores = torch.zeros(activations.shape[0], dtype=torch.float32, device=image.device)
+    for start in range(0, len(varying), chunk):
+        channels = varying[start : start + chunk]
+        up = F.interpolate(activations[channels][:, None], size=size, mode="bilinear", align_corners=align)
+        low = up.amin(dim=(2, 3), keepdim=True)
+        high = up.amax(dim=(2, 3), keepdim=True)
+        masks = (up - low) / (high - low + (1e-8 if align else 0.0))
+        scores[channels] = _score(forward(image[None] * masks), target, weighting)
+
+    if weighting == "probability":
+        return scores  # constant channels keep weight 0, as the authors skip them
+    if len(varying) < activations.shape[0]:
+        constant_score = _score(forward(torch.zeros_like(image)[None]), target, weighting)
+        constant = torch.ones_like(scores, dtype=torch.bool)
+        constant[varying] = False
+        scores[constant] = constant_score
+    return torch.softmax(scores, dim=0)
+
+
+def _score(logits: torch.Tensor, target: int, weighting: str) -> torch.Tensor:
+    if weighting == "probability":
+        return torch.softmax(logits.float(), dim=1)[:, target]
+    return logits[:, target].float()

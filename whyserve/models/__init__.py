@@ -1,0 +1,75 @@
+"""Model registry: every servable model is a ``ModelSpec`` built by a named factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from whyserve.errors import InvalidOption
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model and everything needed to feed it and to name its outputs.
+
+    ``view`` turns a photo into exactly the pixels the model sees (resized and cropped,
+    still RGB), so overlays can be drawn on them; ``normalize`` turns that view into the
+    input tensor (C, H, W). ``target_layer`` is the default layer for CAM methods; None
+    means the last spatial feature layer, found by ``whyserve.layers.find_target_layer``.
+    """
+
+    name: str
+    module: nn.Module
+    view: Callable[[Image.Image], Image.Image]
+    normalize: Callable[[Image.Image], torch.Tensor]
+    input_size: tuple[int, int] = (224, 224)
+    target_layer: str | None = None
+    class_names: tuple[str, ...] | None = None
+    task: str = "classification"  # or "regression"
+    methods: tuple[str, ...] = ("gradcam", "contrastive", "scorecam")
+    extra: dict = field(default_factory=dict)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(self.view(image.convert("RGB")))
+
+
+ModelFactory = Callable[..., ModelSpec]
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    def add(factory: ModelFactory) -> ModelFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def available_models() -> list[str]:
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def load_model(name: str, weights: str | Path | None = None) -> ModelSpec:
+    """Build a registered model in eval mode; ``weights`` is an optional state-dict file."""
+    _import_builtin()
+    if name not in _REGISTRY:
+        raise InvalidOption("model", f"unknown model {name!r}", sorted(_REGISTRY))
+    spec = _REGISTRY[name](weights=weights)
+    spec.module.eval()
+    return spec
+
+
+def load_state_dict_file(module: nn.Module, path: str | Path) -> None:
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    module.load_state_dict(state, strict=True)
+
+
+def _import_builtin() -> None:
+    # Imported lazily so that registering stays cheap and free of import cycles.
+    from whyserve.models import efficientnet_lite, torchvision_models  # noqa: F401
