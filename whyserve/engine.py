@@ -71,6 +71,8 @@ class Explainer:
             resolve_class(request.target, "target", self._num_outputs, spec.class_names)
         if request.contrast is not None:
             self._resolve_contrast(request)
+        elif request.method == "contrastive" and spec.task == "regression":
+            raise InvalidOption("contrast", "a regression model needs a contrast value", ["a real number"])
         if request.method == "scorecam" and request.weighting not in WEIGHTINGS:
             raise InvalidOption("weighting", f"unknown Score-CAM weighting {request.weighting!r}", WEIGHTINGS)
 
@@ -161,9 +163,7 @@ class Explainer:
         if request.method != "contrastive":
             return None
         if request.contrast is None:
-            if self.spec.task == "regression":
-                raise InvalidOption("contrast", "a regression model needs a contrast value", ["a real number"])
-            return target
+            return target  # validate() has refused this for regression models
         return self._resolve_contrast(request)
 
     def _gradient_cams(
