@@ -49,7 +49,7 @@ class Explainer:
     grad mode (inference mode included) are the same afterwards.
     """
 
-    def __init__(self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 64) -> None:
+    def __init__(self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 16) -> None:
         self.spec = spec
         self.model = spec.module
         self.layer_name = layer or spec.target_layer or find_target_layer(self.model, spec.input_size)
