@@ -36,6 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     explain.set_defaults(run=_explain)
 
+    client = commands.add_parser("client", help="ask a running server for a prediction and its explanation")
+    client.add_argument("image", help=f"an image file, or a bundled photo: {', '.join(available_photos())}")
+    client.add_argument("--url", default="http://127.0.0.1:8080/predictions/efficientnet_lite0", help="prediction URL of the model")
+    client.add_argument("--method", help="gradcam, contrastive, scorecam or none (default: the model's)")
+    client.add_argument("--target", help="class index or label to explain (default: top-1)")
+    client.add_argument("--contrast", help="contrastive only: the class Q in 'why P, rather than Q?'")
+    client.add_argument("--weighting", choices=WEIGHTINGS, help="Score-CAM weighting")
+    client.add_argument("--topk", type=int, default=5)
+    client.add_argument("--token", help="inference token (Authorization: Bearer) when token auth is on")
+    client.add_argument("--timeout", type=float, default=300.0, help="seconds (exact Score-CAM takes a while on a CPU)")
+    client.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
+    client.set_defaults(run=_client)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -73,6 +86,56 @@ def _explain(args: argparse.Namespace) -> int:
         lines.append(f"  {what}: {stem}_overlay.png, {stem}_heatmap.png")
         tqdm.write("\n".join(lines))
     return 1 if failures else 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    import base64
+    import io
+    import json
+    import urllib.error
+    import urllib.request
+
+    path = _resolve_image(args.image)
+    headers = {"Content-Type": "application/octet-stream", "X-Explain-Outputs": "heatmap,overlay", "X-Explain-Topk": str(args.topk)}
+    for option in ("method", "target", "contrast", "weighting"):
+        if getattr(args, option) is not None:
+            headers[f"X-Explain-{option.capitalize()}"] = str(getattr(args, option))
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    request = urllib.request.Request(args.url, data=Path(path).read_bytes(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as error:
+        text = error.read().decode("utf-8", errors="replace")
+        try:
+            detail = json.loads(text)["error"]
+            valid = f" (valid: {', '.join(map(str, detail['valid']))})" if detail.get("valid") else ""
+            print(f"whyserve: HTTP {error.code}: {detail['message']}{valid}", file=sys.stderr)
+        except (ValueError, KeyError, TypeError):
+            print(f"whyserve: HTTP {error.code}: {text.strip()}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        print(f"whyserve: cannot reach {args.url}: {error}", file=sys.stderr)
+        return 1
+    lines = [f"{args.image}:"]
+    for p in answer["predictions"]:
+        lines.append(f"  {p['probability']:7.2%}  {p['index']:>4}  {p['label']}")
+    explanation = answer.get("explanation")
+    if explanation:
+        what = f"{explanation['method']}: why {explanation['target']['label']}"
+        if explanation.get("contrast"):
+            what += f", rather than {explanation['contrast'].get('label', explanation['contrast'].get('value'))}"
+        what += "?"
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / Path(path).stem
+        Path(f"{stem}_heatmap.png").write_bytes(base64.b64decode(explanation["heatmap"]["data"]))
+        picture = Image.open(io.BytesIO(base64.b64decode(explanation["overlay"]["data"]))).convert("RGB")
+        Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(picture, what)))
+        timing = ", ".join(f"{k} {v:.0f} ms" for k, v in explanation["timing_ms"].items())
+        lines.append(f"  {what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})")
+    print("\n".join(lines))
+    return 0
 
 
 def _describe(explanation, class_names) -> str:

@@ -1,0 +1,204 @@
+"""Start a TorchServe, wait until its models are READY (management API, not /ping), stop it.
+
+Used by scripts/serve, the end-to-end tests and benchmarks/serve_load.py. Only runs the
+``torchserve`` command; never imports TorchServe. ``TMPDIR`` of the server (pid file,
+sockets, unpacked models) and its logs go to ``workdir``, so several servers can run side
+by side and ``stop`` stops exactly this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def torchserve_command() -> str:
+    here = Path(sys.executable).parent / "torchserve"
+    return str(here) if here.exists() else (shutil.which("torchserve") or "torchserve")
+
+
+@dataclass
+class TorchServe:
+    workdir: Path
+    inference_url: str
+    management_url: str
+    metrics_url: str
+    models: list[str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(TMPDIR=str(self.workdir / "tmp"), LOG_LOCATION=str(self.workdir / "logs"), METRICS_LOCATION=str(self.workdir / "logs"))
+        return env
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.workdir / "tmp" / ".model_server.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+    def model_status(self, name: str) -> list[str]:
+        """Worker statuses of a model ('READY', 'UNLOADING', ...), [] when unknown."""
+        try:
+            with urllib.request.urlopen(f"{self.management_url}/models/{name}", timeout=5) as response:
+                described = json.load(response)
+        except (urllib.error.URLError, OSError, ValueError):
+            return []
+        return [w.get("status", "") for model in described for w in model.get("workers", [])]
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.models)
+        while pending:
+            pending = [name for name in pending if "READY" not in self.model_status(name)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"models {pending} not READY after {timeout:.0f} s\n{self.log_tail()}")
+            if self.pid is not None and not self.alive():
+                raise RuntimeError(f"TorchServe exited before {pending} became READY\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for name in ("torchserve.out", "ts_log.log", "model_log.log"):
+            path = self.workdir / "logs" / name
+            if path.exists():
+                out.append(f"--- {path} ---")
+                out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(out)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        pid = self.pid
+        subprocess.run([torchserve_command(), "--stop"], env=self.env, cwd=self.workdir, capture_output=True, timeout=timeout)
+        if pid is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.2)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def start(
+    model_store: str | Path,
+    models: list[str],
+    config: str | Path,
+    workdir: str | Path,
+    host: str = "127.0.0.1",
+    ports: tuple[int, int, int] | None = None,
+    overrides: dict[str, str] | None = None,
+) -> TorchServe:
+    """Start TorchServe in the background (``torchserve --start``) with ``config`` whose
+    addresses are replaced by ``host`` and ``ports`` (default: free ports); returns at once,
+    call ``wait_ready``. ``models``: archive names in ``model_store`` (without ``.mar``)."""
+    workdir = Path(workdir).resolve()
+    for sub in ("tmp", "logs"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    inference, management, metrics = ports or (free_port(), free_port(), free_port())
+    properties = read_properties(config)
+    properties.update(
+        inference_address=f"http://{host}:{inference}",
+        management_address=f"http://{host}:{management}",
+        metrics_address=f"http://{host}:{metrics}",
+        grpc_inference_port=str(free_port()),
+        grpc_management_port=str(free_port()),
+        model_store=str(Path(model_store).resolve()),
+    )
+    properties.pop("load_models", None)
+    properties.pop("metrics_config", None)  # a production path; the default config works anywhere
+    properties.update(overrides or {})
+    config_file = workdir / "config.properties"
+    config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    server = TorchServe(workdir, f"http://{host}:{inference}", f"http://{host}:{management}", f"http://{host}:{metrics}", list(models))
+    command = [torchserve_command(), "--start", "--ncs", "--ts-config", str(config_file), "--model-store", str(Path(model_store).resolve())]
+    command += ["--models", *[f"{name}={name}.mar" for name in models]]
+    # The background Java process inherits stdout/stderr: a file, never a pipe we would wait on.
+    with open(workdir / "logs" / "torchserve.out", "ab") as out:
+        subprocess.run(command, env=server.env, cwd=workdir, check=True, stdout=out, stderr=subprocess.STDOUT, timeout=120)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m whyserve.serving.launcher --store model_store --config configs/local.properties
+    --workdir .torchserve efficientnet_lite0`` (ports from the config unless --free-ports);
+    ``... --stop --workdir .torchserve`` stops it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m whyserve.serving.launcher", description=main.__doc__)
+    parser.add_argument("models", nargs="*")
+    parser.add_argument("--store", default="model_store")
+    parser.add_argument("--config", default="configs/local.properties")
+    parser.add_argument("--workdir", default=".torchserve")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--stop", action="store_true")
+    args = parser.parse_args(argv)
+    properties = read_properties(args.config)
+    ports = tuple(int(properties[k].rsplit(":", 1)[1]) for k in ("inference_address", "management_address", "metrics_address"))
+    server = TorchServe(Path(args.workdir).resolve(), *(f"http://127.0.0.1:{p}" for p in ports), list(args.models))
+    if args.stop:
+        if not server.alive():
+            print("no TorchServe running from", server.workdir)
+            return 0
+        server.stop()
+        print("stopped TorchServe", server.pid)
+        return 0
+    if server.alive():
+        print(f"TorchServe already running from {server.workdir} (pid {server.pid}); waiting for READY")
+    else:
+        server = start(args.store, args.models, args.config, args.workdir, ports=ports)
+    try:
+        server.wait_ready(args.timeout)
+    except (TimeoutError, RuntimeError) as error:
+        print(error, file=sys.stderr)
+        server.stop()
+        return 1
+    print(f"READY: {', '.join(args.models)} at {server.inference_url} (pid {server.pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The HTTP protocol of DESIGN.md, free of any serving framework.
+
+A request arrives as *fields* (the body, or the parts of a multipart form) and *headers*;
+``parse_payload`` turns them into image bytes and raw options, ``parse_options`` into typed
+``ServeOptions``, ``decode_image`` into a PIL image (with a pixel limit against decompression
+bombs). ``build_response`` and ``error_body`` make the JSON the client gets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from whyserve.engine import ExplainRequest
+from whyserve.methods import METHODS
+from whyserve.methods.scorecam import WEIGHTINGS
+from whyserve.render import encode, heatmap_image, overlay
+
+HEADER_PREFIX = "x-explain-"
+NO_EXPLANATION = "none"
+OUTPUTS = ("heatmap", "overlay", "values")
+OPTION_NAMES = ("method", "target", "contrast", "weighting", "topk", "outputs")
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
+DEFAULT_MAX_PIXELS = 25_000_000
+MAX_TOPK = 100
+
+
+class ServingError(Exception):
+    """A request the server cannot answer, with the HTTP status and what would be valid."""
+
+    def __init__(self, status: int, message: str, valid: list | tuple = (), kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.valid = [str(v) for v in valid]
+        self.kind = kind
+
+
+def error_body(error: ServingError) -> dict:
+    return {"error": {"code": error.status, "message": error.message, "valid": error.valid}}
+
+
+@dataclass
+class ServeOptions:
+    method: str
+    target: int | str | None = None
+    contrast: int | str | None = None
+    weighting: str = "probability"
+    topk: int = 5
+    outputs: tuple[str, ...] = ("heatmap",)
+
+    def engine_request(self) -> ExplainRequest | None:
+        if self.method == NO_EXPLANATION:
+            return None
+        return ExplainRequest(self.method, self.target, self.contrast, self.weighting)
+
+
+# -- request parsing ------------------------------------------------------------------------
+
+
+def header_options(headers: Mapping[str, object]) -> dict[str, str]:
+    """``X-Explain-Method: gradcam`` -> ``{"method": "gradcam"}`` (header names case-insensitive)."""
+    options = {}
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower().startswith(HEADER_PREFIX) and isinstance(value, str):
+            options[name[len(HEADER_PREFIX) :].lower().replace("-", "_")] = value.strip()
+    return options
+
+
+def parse_payload(fields: Mapping[str, object], headers: Mapping[str, object] | None = None) -> tuple[bytes, dict]:
+    """Image bytes and raw options from one request.
+
+    ``fields``: ``{"body": ...}`` (or ``"data"``) for a plain body, already-parsed JSON
+    (a dict) allowed; ``{"image": ..., "method": ..., ...}`` for multipart/form-data.
+    Options from ``X-Explain-*`` headers come first; options in the body override them.
+    """
+    options = header_options(headers or {})
+    if "image" in fields:  # multipart/form-data
+        for name, value in fields.items():
+            if name != "image":
+                options[name] = _text(value, name)
+        return _as_bytes(fields["image"]), options
+
+    body = fields.get("body")
+    if body is None:
+        body = fields.get("data")
+    if isinstance(body, (bytes, bytearray)) and _looks_like_json(body, headers):
+        body = _load_json(bytes(body))
+    if isinstance(body, str):
+        body = _load_json(body.encode()) if _looks_like_json(body.encode(), headers) else body.encode()
+    if isinstance(body, dict):
+        options.update({k: v for k, v in body.items() if k != "image"})
+        return _image_from_json(body), options
+    if isinstance(body, list):
+        raise ServingError(400, "a JSON body must be an object, not an array", ['{"image": "<base64>", "method": ...}'], "bad_json")
+    if body is None:
+        named = f" (form fields: {', '.join(sorted(map(str, fields)))})" if fields else ""
+        raise ServingError(400, f"the request has no image{named}; raw bytes need an image/* or application/octet-stream Content-Type", _REQUEST_FORMS, "empty_body")
+    if not body:
+        raise ServingError(400, "the request has no image: the body is empty", _REQUEST_FORMS, "empty_body")
+    return bytes(body), options
+
+
+_REQUEST_FORMS = [
+    "raw JPEG/PNG/WebP bytes with X-Explain-* headers",
+    'JSON {"image": "<base64>", "method": ...}',
+    "multipart/form-data with an 'image' file field",
+]
+
+
+def _looks_like_json(body: bytes, headers: Mapping[str, object] | None) -> bool:
+    content_type = _content_type(headers)
+    return content_type.startswith("application/json") or body.lstrip()[:1] in (b"{", b"[")
+
+
+def _content_type(headers: Mapping[str, object] | None) -> str:
+    for name, value in (headers or {}).items():
+        if isinstance(name, str) and name.lower() == "content-type" and isinstance(value, str):
+            return value.lower()
+    body_headers = (headers or {}).get("body")
+    if isinstance(body_headers, Mapping):
+        return str(body_headers.get("content-type", "")).lower()
+    return ""
+
+
+def _load_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ServingError(400, f"the body is not valid JSON ({error})", ['{"image": "<base64>", "method": ...}'], "bad_json") from None
+
+
+def _image_from_json(body: dict) -> bytes:
+    image = body.get("image")
+    if image is None:
+        raise ServingError(400, "the JSON body has no 'image' field", ['{"image": "<base64 of JPEG/PNG/WebP bytes>"}'], "bad_json")
+    if not isinstance(image, str):
+        raise ServingError(400, "'image' must be a base64 string", ["base64 of JPEG/PNG/WebP bytes"], "bad_json")
+    if image.startswith("data:") and "," in image:  # data URL
+        image = image.split(",", 1)[1]
+    try:
+        return base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServingError(400, "'image' is not valid base64", ["base64 of JPEG/PNG/WebP bytes"], "bad_json") from None
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("latin-1", errors="replace")
+    raise ServingError(400, "the 'image' field must be a file", _REQUEST_FORMS, "bad_request")
+
+
+def _text(value: object, name: str) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ServingError(400, f"option {name!r} is not UTF-8 text", OPTION_NAMES, "bad_option") from None
+    return value
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+def parse_options(raw: Mapping[str, object], default_method: str, methods: tuple[str, ...]) -> ServeOptions:
+    """Typed options; raises ``ServingError`` 400 naming the option and what is valid."""
+    unknown = sorted(set(raw) - set(OPTION_NAMES))
+    if unknown:
+        raise ServingError(400, f"unknown option {unknown[0]!r}", OPTION_NAMES, "bad_option")
+    options = {k: v for k, v in raw.items() if v is not None and v != ""}
+
+    method = options.get("method", default_method)
+    valid_methods = (*methods, NO_EXPLANATION)
+    if not isinstance(method, str) or method.strip().lower() not in valid_methods:
+        known = method in METHODS if isinstance(method, str) else False
+        why = "is not supported by this model" if known else "is not a known method"
+        raise ServingError(400, f"method {method!r} {why}", valid_methods, "bad_option")
+    method = method.strip().lower()
+
+    target = _class_option(options.get("target"), "target")
+    contrast = _class_option(options.get("contrast"), "contrast")
+    if contrast is not None and method != "contrastive":
+        raise ServingError(400, f"contrast: method {method!r} takes no contrast", ["method=contrastive"], "bad_option")
+
+    weighting = options.get("weighting", "probability")
+    if weighting not in WEIGHTINGS:
+        raise ServingError(400, f"weighting: unknown Score-CAM weighting {weighting!r}", WEIGHTINGS, "bad_option")
+    if "weighting" in options and method != "scorecam":
+        raise ServingError(400, f"weighting: method {method!r} takes no weighting", ["method=scorecam"], "bad_option")
+
+    topk = options.get("topk", 5)
+    try:
+        topk = int(topk)
+        if isinstance(options.get("topk"), (bool, float)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ServingError(400, f"topk: {topk!r} is not an integer", [f"an integer from 1 to {MAX_TOPK}"], "bad_option") from None
+    if not 1 <= topk <= MAX_TOPK:
+        raise ServingError(400, f"topk: {topk} is out of range", [f"an integer from 1 to {MAX_TOPK}"], "bad_option")
+
+    outputs = options.get("outputs", "heatmap")
+    if isinstance(outputs, str):
+        outputs = [o.strip().lower() for o in outputs.split(",") if o.strip()]
+    if not isinstance(outputs, list) or not all(isinstance(o, str) and o in OUTPUTS for o in outputs):
+        raise ServingError(400, f"outputs: {options.get('outputs')!r} is not a list of known outputs", OUTPUTS, "bad_option")
+
+    return ServeOptions(method, target, contrast, weighting, topk, tuple(dict.fromkeys(outputs)))
+
+
+def _class_option(value: object, name: str) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ServingError(400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB image, or ``ServingError``: 400 (not an image, corrupt, truncated),
+    415 (a format other than JPEG/PNG/WebP), 413 (more pixels than ``max_pixels``).
+    The size is checked from the header, before any pixel is decoded."""
+    if not data:
+        raise ServingError(400, "the image is empty (0 bytes)", IMAGE_FORMATS, "empty_body")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_large(None, max_pixels) from None
+    except UnidentifiedImageError:
+        raise ServingError(400, "the body is not an image PIL can identify", IMAGE_FORMATS, "not_an_image") from None
+    except Exception as error:  # noqa: BLE001 - a malformed header can raise anything
+        raise ServingError(400, f"the image header is corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
+    if image.format not in IMAGE_FORMATS:
+        raise ServingError(415, f"image format {image.format} is not supported", IMAGE_FORMATS, "unsupported_format")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise _too_large((width, height), max_pixels)
+    if width < 1 or height < 1:
+        raise ServingError(400, f"the image is {width}x{height} pixels", ["at least 1x1 pixels"], "corrupt_image")
+    try:
+        image.load()
+        return image.convert("RGB")
+    except Exception as error:  # noqa: BLE001 - truncated and corrupt data raise OSError, SyntaxError, ...
+        raise ServingError(400, f"the image data is truncated or corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
+
+
+def _too_large(size: tuple[int, int] | None, max_pixels: int) -> ServingError:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+    return ServingError(413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large")
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+def _class(index: int | float | None, class_names: tuple[str, ...] | None) -> dict | None:
+    if index is None:
+        return None
+    if isinstance(index, float):  # regression contrast value
+        return {"value": index}
+    return {"index": int(index), "label": class_names[index] if class_names else str(index)}
+
+
+def build_response(
+    predictions: list[dict],
+    explanation,
+    options: ServeOptions,
+    class_names: tuple[str, ...] | None,
+    view: Image.Image | None = None,
+) -> dict:
+    """The response object of DESIGN.md; ``explanation`` is a ``whyserve.Explanation`` or None."""
+    if explanation is None:
+        return {"predictions": predictions, "explanation": None}
+    heatmap = explanation.heatmap
+    body: dict = {
+        "method": explanation.method,
+        "target": _class(explanation.target, class_names),
+        "contrast": _class(explanation.contrast, class_names),
+        "layer": explanation.layer,
+    }
+    if "heatmap" in options.outputs:
+        body["heatmap"] = {
+            "encoding": "png;base64",
+            "width": int(heatmap.shape[1]),
+            "height": int(heatmap.shape[0]),
+            "data": base64.b64encode(encode(heatmap_image(heatmap))).decode("ascii"),
+        }
+    if "overlay" in options.outputs and view is not None:
+        picture = overlay(view, heatmap)
+        body["overlay"] = {
+            "encoding": "jpeg;base64",
+            "width": picture.width,
+            "height": picture.height,
+            "data": base64.b64encode(encode(picture, "JPEG", quality=85)).decode("ascii"),
+        }
+    if "values" in options.outputs:
+        values = np.asarray(explanation.layer_heatmap, dtype=np.float32)
+        body["values"] = {
+            "width": int(values.shape[1]),
+            "height": int(values.shape[0]),
+            "data": np.round(values, 4).tolist(),
+        }
+    body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
+    return {"predictions": predictions, "explanation": body}
