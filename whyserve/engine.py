@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +27,7 @@ class ExplainRequest:
     target: int | str | None = None
     contrast: int | str | float | None = None
     weighting: str = "probability"  # Score-CAM only
+    channels: int | None = None  # Score-CAM only: None = exact, N = the N most varying channels
 
 
 @dataclass
@@ -32,6 +35,7 @@ class BatchResult:
     logits: torch.Tensor  # (B, outputs), detached
     explanations: list[Explanation | None]
     timing_ms: dict[str, float] = field(default_factory=dict)
+    backend: str = "torch"
 
     def topk(self, index: int, k: int, class_names: tuple[str, ...] | None) -> list[dict]:
         probs = torch.softmax(self.logits[index].float(), dim=0)
@@ -75,6 +79,10 @@ class Explainer:
             raise InvalidOption("contrast", "a regression model needs a contrast value", ["a real number"])
         if request.method == "scorecam" and request.weighting not in WEIGHTINGS:
             raise InvalidOption("weighting", f"unknown Score-CAM weighting {request.weighting!r}", WEIGHTINGS)
+        if request.channels is not None and (
+            isinstance(request.channels, bool) or not isinstance(request.channels, int) or request.channels < 1
+        ):
+            raise InvalidOption("channels", f"{request.channels!r} is not a positive integer", ["all", "a positive integer"])
 
     def explain(self, images: torch.Tensor, requests: list[ExplainRequest | None]) -> BatchResult:
         """``images`` (B, C, H, W); ``requests[i] is None`` means prediction only for image i."""
@@ -86,16 +94,10 @@ class Explainer:
         images = images.detach().to(self.device)
         wants_grad = any(r is not None and r.method in GRADIENT_METHODS for r in requests)
 
-        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+        with self._running():
             start = time.perf_counter()
-            capture = LayerCapture(self.layer, self.layer_name, graph=wants_grad)
-            try:
-                output = self.model(images.clone() if images.is_inference() else images)
-            finally:
-                capture.remove()
+            output, activations = self._forward(images, graph=wants_grad)
             predict_ms = (time.perf_counter() - start) * 1e3
-            activations = capture.activations
-            assert activations is not None, "the target layer did not run"
             targets = [self._target(r, output[i]) for i, r in enumerate(requests)]
 
             cams: dict[int, torch.Tensor] = {}
@@ -105,13 +107,20 @@ class Explainer:
                 cams.update(self._gradient_cams(output, activations, requests, targets))
                 elapsed = (time.perf_counter() - start) * 1e3
                 timing.update({i: elapsed for i in cams})
+            activations = activations.detach()
             for i, request in enumerate(requests):
                 if request is not None and request.method == "scorecam":
                     start = time.perf_counter()
                     weights = scorecam_weights(
-                        self.model, images[i], activations[i].detach(), targets[i], request.weighting, self.scorecam_chunk
+                        self._masked_forward,
+                        images[i],
+                        activations[i],
+                        targets[i],
+                        request.weighting,
+                        self.scorecam_chunk,
+                        request.channels,
                     )
-                    cams[i] = weighted_cam(weights[None], activations[i : i + 1].detach())[0]
+                    cams[i] = weighted_cam(weights[None], activations[i : i + 1])[0]
                     timing[i] = (time.perf_counter() - start) * 1e3
 
         explanations: list[Explanation | None] = [None] * len(requests)
@@ -129,12 +138,40 @@ class Explainer:
                     layer_heatmap=layer_maps[row].cpu().numpy(),
                     timing_ms={"predict": predict_ms, "explain": timing[i]},
                 )
-        return BatchResult(logits=output.detach(), explanations=explanations, timing_ms={"predict": predict_ms})
+        return BatchResult(
+            logits=output.detach(), explanations=explanations, timing_ms={"predict": predict_ms}, backend=self.backend
+        )
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Logits only: a plain forward with no hooks and no graph."""
         with eval_mode(self.model), torch.inference_mode():
             return self.model(images.to(self.device))
+
+    # -- the backend: PyTorch here; whyserve.onnx_runtime overrides these four ------------
+
+    @property
+    def backend(self) -> str:
+        return f"torch:{self.device.type}"
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        # Out of inference mode (TorchServe's) so a graph can be built; no graph by default.
+        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+            yield
+
+    def _forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and target-layer activations of one pass; with ``graph`` autograd runs
+        from the target layer up (the activations are then the leaf to differentiate by)."""
+        capture = LayerCapture(self.layer, self.layer_name, graph=graph)
+        try:
+            output = self.model(images.clone() if images.is_inference() else images)
+        finally:
+            capture.remove()
+        assert capture.activations is not None, "the target layer did not run"
+        return output, capture.activations
+
+    def _masked_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)  # the capture hook is already removed
 
     # -- helpers -----------------------------------------------------------------------
 

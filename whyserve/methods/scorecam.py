@@ -12,6 +12,10 @@ Gradient-free. Two named weightings:
 
 Every channel whose map is constant gives the all-zero mask, so the same masked input:
 it is scored once, which keeps the result exact.
+
+Fast mode (``channels=N``, as tf-keras-vis's Faster-ScoreCAM): only the N channels whose
+activation maps vary most (largest spatial standard deviation) are scored; the others
+get weight 0. With N >= the number of channels it is the exact method.
 """
 
 from __future__ import annotations
@@ -31,28 +35,37 @@ def scorecam_weights(
     target: int,
     weighting: str,
     chunk: int,
+    channels: int | None = None,
 ) -> torch.Tensor:
     """Channel weights (K,) for one image (C, H, W) with activations (K, h, w).
 
-    ``forward`` must be a plain, hook-free, gradient-free call of the model; at most
-    ``chunk`` masked images are built and scored at a time.
+    ``forward`` must be a plain, hook-free, gradient-free call of the model (PyTorch or
+    ONNX Runtime); at most ``chunk`` masked images are built and scored at a time.
+    ``channels=None`` scores all channels (exact), an int N only the N most varying.
     """
     size = image.shape[-2:]
     align = weighting == "channel_softmax"
-    spread = activations.flatten(1)
-    varying = torch.nonzero(spread.amax(1) > spread.amin(1)).flatten()
+    flat = activations.flatten(1)
+    varying = torch.nonzero(flat.amax(1) > flat.amin(1)).flatten()
+    fast = channels is not None and channels < activations.shape[0]
+    if fast:  # the most varying of the non-constant channels
+        varying = varying[flat[varying].std(1).topk(min(channels, len(varying))).indices]
 
     scores = torch.zeros(activations.shape[0], dtype=torch.float32, device=image.device)
     for start in range(0, len(varying), chunk):
-        channels = varying[start : start + chunk]
-        up = F.interpolate(activations[channels][:, None], size=size, mode="bilinear", align_corners=align)
+        picked = varying[start : start + chunk]
+        up = F.interpolate(activations[picked][:, None], size=size, mode="bilinear", align_corners=align)
         low = up.amin(dim=(2, 3), keepdim=True)
         high = up.amax(dim=(2, 3), keepdim=True)
         masks = (up - low) / (high - low + (1e-8 if align else 0.0))
-        scores[channels] = _score(forward(image[None] * masks), target, weighting)
+        scores[picked] = _score(forward(image[None] * masks), target, weighting)
 
     if weighting == "probability":
-        return scores  # constant channels keep weight 0, as the authors skip them
+        return scores  # constant (and in fast mode unscored) channels keep weight 0
+    if fast:
+        weights = torch.zeros_like(scores)
+        weights[varying] = torch.softmax(scores[varying], dim=0)
+        return weights
     if len(varying) < activations.shape[0]:
         constant_score = _score(forward(torch.zeros_like(image)[None]), target, weighting)
         constant = torch.ones_like(scores, dtype=torch.bool)

@@ -1,0 +1,146 @@
+"""Score-CAM on ONNX Runtime: export a model with its target-layer activations as a second
+output, and explain with an ``onnxruntime.InferenceSession`` instead of PyTorch.
+
+The masks, weights and maps are the engine's own code (whyserve.methods.scorecam); only
+the forward passes run on ONNX Runtime, so the maps equal the PyTorch path's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from whyserve.engine import Explainer
+from whyserve.layers import eval_mode, find_target_layer, get_layer
+from whyserve.models import ModelSpec
+
+INPUT = "input"
+OUTPUTS = ("logits", "activations")
+_META_MODEL, _META_LAYER = "whyserve.model", "whyserve.layer"
+
+
+class InvalidOnnxModel(ValueError):
+    """The .onnx file is not one whyserve can explain with (wrong inputs or outputs)."""
+
+
+class _WithActivations(nn.Module):
+    def __init__(self, model: nn.Module, layer: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: list[torch.Tensor] = []
+        handle = self.layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        try:
+            logits = self.model(x)
+        finally:
+            handle.remove()
+        return logits, captured[0]
+
+
+def export_onnx(spec: ModelSpec, path: str | Path, layer: str | None = None, opset: int = 17) -> Path:
+    """Write ``spec``'s model as ONNX with outputs (logits, activations), dynamic batch."""
+    path = Path(path)
+    layer_name = layer or spec.target_layer or find_target_layer(spec.module, spec.input_size)
+    wrapper = _WithActivations(spec.module, get_layer(spec.module, layer_name))
+    example = torch.zeros(2, 3, *spec.input_size)
+    dynamic = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
+    with eval_mode(spec.module), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,  # the dynamo exporter needs onnxscript; this one is in torch
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+        )
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {_META_MODEL: spec.name, _META_LAYER: layer_name})
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def create_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A session on the CUDA provider when onnxruntime-gpu sees a GPU, else the CPU.
+
+    One intra-op pool of ``threads`` (None: ONNX Runtime's default, one per core) and no
+    inter-op pool: a TorchServe worker runs one batch at a time, and several workers share
+    the cores. Full graph optimisation (constant folding, conv+BN+activation fusion).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    _check_signature(session, path)
+    return session
+
+
+def _check_signature(session: ort.InferenceSession, path: str | Path) -> None:
+    inputs = [(i.name, len(i.shape)) for i in session.get_inputs()]
+    outputs = [(o.name, len(o.shape)) for o in session.get_outputs()]
+    if inputs != [(INPUT, 4)] or outputs != [("logits", 2), ("activations", 4)]:
+        raise InvalidOnnxModel(
+            f"{path}: expected input 'input' (N, 3, H, W) and outputs 'logits' (N, classes), "
+            f"'activations' (N, C, h, w); found inputs {inputs} and outputs {outputs} "
+            "(name, rank). Export the model with `whyserve export-onnx`."
+        )
+
+
+def session_metadata(session: ort.InferenceSession) -> dict[str, str]:
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class OrtExplainer(Explainer):
+    """The engine with ONNX Runtime doing the forward passes: predictions and Score-CAM."""
+
+    def __init__(self, spec: ModelSpec, session: ort.InferenceSession, scorecam_chunk: int = 16) -> None:
+        self.spec = dataclasses.replace(spec, methods=("scorecam",))
+        self.session = session
+        self.layer_name = session_metadata(session).get(_META_LAYER, "activations")
+        self.scorecam_chunk = scorecam_chunk
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")  # inputs cross to ONNX Runtime as NumPy arrays
+
+    @property
+    def backend(self) -> str:
+        return f"onnxruntime:{self.session.get_providers()[0]}"
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run(["logits"], images)[0]
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        with torch.no_grad():
+            yield
+
+    def _forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, activations = self._run(list(OUTPUTS), images)
+        return logits, activations
+
+    def _masked_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run(["logits"], images)[0]
+
+    def _run(self, outputs: list[str], images: torch.Tensor) -> list[torch.Tensor]:
+        feed = {INPUT: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)}
+        return [torch.from_numpy(a) for a in self.session.run(outputs, feed)]
