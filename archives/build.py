@@ -40,15 +40,25 @@ def available() -> list[str]:
     return sorted(p.parent.name for p in ARCHIVES.glob("*/model-config.yaml"))
 
 
-def build(model: str, export_path: Path, name: str | None = None, batch_size: int | None = None, force: bool = False) -> Path:
+def build(
+    model: str,
+    export_path: Path,
+    name: str | None = None,
+    batch_size: int | None = None,
+    max_batch_delay: int | None = None,
+    force: bool = False,
+) -> Path:
     name = name or model
     config_path = ARCHIVES / model / "model-config.yaml"
     handler = ROOT / "handlers" / f"{model}_handler.py"
     if not config_path.exists() or not handler.exists():
         raise SystemExit(f"unknown model {model!r}: need {config_path} and {handler}; known: {available()}")
     config = yaml.safe_load(config_path.read_text())
+    overridden = batch_size is not None or max_batch_delay is not None
     if batch_size is not None:
         config["batchSize"] = batch_size
+    if max_batch_delay is not None:
+        config["maxBatchDelay"] = max_batch_delay
     weights = weights_file(config.get("handler", {}).get("model", model))
     export_path.mkdir(parents=True, exist_ok=True)
     target = export_path / f"{name}.mar"
@@ -61,7 +71,7 @@ def build(model: str, export_path: Path, name: str | None = None, batch_size: in
         return target
     with tempfile.TemporaryDirectory() as tmp:
         tmp_config = Path(tmp) / "model-config.yaml"
-        if batch_size is None:
+        if not overridden:
             shutil.copy(config_path, tmp_config)  # keeps the comments
         else:
             tmp_config.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -90,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-path", type=Path, default=ROOT / "model_store")
     parser.add_argument("--name", help="archive/model name (one model only; default: the model's)")
     parser.add_argument("--batch-size", type=int, help="override batchSize of model-config.yaml")
+    parser.add_argument("--max-batch-delay", type=int, help="override maxBatchDelay (ms) of model-config.yaml")
     parser.add_argument("-f", "--force", action="store_true")
     args = parser.parse_args(argv)
     models = args.models or available()
     if args.name and len(models) != 1:
         parser.error("--name needs exactly one model")
     for model in models:
-        build(model, args.export_path, args.name, args.batch_size, args.force)
+        build(model, args.export_path, args.name, args.batch_size, args.max_batch_delay, args.force)
     return 0
 
 

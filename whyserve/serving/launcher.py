@@ -176,16 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--stop", action="store_true")
     args = parser.parse_args(argv)
-    properties = read_properties(args.config)
-    ports = tuple(int(properties[k].rsplit(":", 1)[1]) for k in ("inference_address", "management_address", "metrics_address"))
-    server = TorchServe(Path(args.workdir).resolve(), *(f"http://127.0.0.1:{p}" for p in ports), list(args.models))
     if args.stop:
+        server = TorchServe(Path(args.workdir).resolve(), "", "", "", [])
         if not server.alive():
             print("no TorchServe running from", server.workdir)
             return 0
+        pid = server.pid
         server.stop()
-        print("stopped TorchServe", server.pid)
+        print("stopped TorchServe", pid)
         return 0
+    properties = read_properties(args.config)
+    ports = tuple(int(properties[k].rsplit(":", 1)[1]) for k in ("inference_address", "management_address", "metrics_address"))
+    server = TorchServe(Path(args.workdir).resolve(), *(f"http://127.0.0.1:{p}" for p in ports), list(args.models))
     if server.alive():
         print(f"TorchServe already running from {server.workdir} (pid {server.pid}); waiting for READY")
     else:

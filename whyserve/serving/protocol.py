@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from whyserve.engine import ExplainRequest
-from whyserve.methods import METHODS
 from whyserve.methods.scorecam import WEIGHTINGS
 from whyserve.render import encode, heatmap_image, overlay
 
@@ -182,9 +181,7 @@ def parse_options(raw: Mapping[str, object], default_method: str, methods: tuple
     method = options.get("method", default_method)
     valid_methods = (*methods, NO_EXPLANATION)
     if not isinstance(method, str) or method.strip().lower() not in valid_methods:
-        known = method in METHODS if isinstance(method, str) else False
-        why = "is not supported by this model" if known else "is not a known method"
-        raise ServingError(400, f"method {method!r} {why}", valid_methods, "bad_option")
+        raise ServingError(400, f"method {method!r} is not supported by this model", valid_methods, "bad_option")
     method = method.strip().lower()
 
     target = _class_option(options.get("target"), "target")
@@ -240,8 +237,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _too_large(None, max_pixels) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ServingError(413, f"the image is a decompression bomb ({error})", [f"at most {max_pixels:,} pixels"], "too_large") from None
     except UnidentifiedImageError:
         raise ServingError(400, "the body is not an image PIL can identify", IMAGE_FORMATS, "not_an_image") from None
     except Exception as error:  # noqa: BLE001 - a malformed header can raise anything
@@ -260,8 +257,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ServingError(400, f"the image data is truncated or corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
 
 
-def _too_large(size: tuple[int, int] | None, max_pixels: int) -> ServingError:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+def _too_large(size: tuple[int, int], max_pixels: int) -> ServingError:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
     return ServingError(413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large")
 
 

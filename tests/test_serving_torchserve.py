@@ -1,0 +1,207 @@
+"""End to end: the real archive in a real TorchServe 0.12, over HTTP with ``requests``.
+
+One server for the module (batchSize 4, maxBatchDelay 150 ms so concurrent requests share
+batches) on free loopback ports, with its own model store, TMPDIR and logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import CAT_CLASSES
+from serving_helpers import corrupt_jpeg, encoded, png_bomb, truncated_jpeg
+from whyserve import ExplainRequest
+from whyserve.serving import decode_image, launcher
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "efficientnet_lite0"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("model_store")
+    subprocess.run(
+        [sys.executable, str(ROOT / "archives" / "build.py"), MODEL, "--export-path", str(store), "--batch-size", "4", "--max-batch-delay", "150"],
+        check=True,
+        capture_output=True,
+    )
+    ts = launcher.start(store, [MODEL], ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("torchserve"))
+    try:
+        ts.wait_ready(timeout=240)
+        yield ts
+    finally:
+        ts.stop()
+
+
+@pytest.fixture(scope="module")
+def url(server):
+    return f"{server.inference_url}/predictions/{MODEL}"
+
+
+@pytest.fixture(scope="module")
+def worker_pid(server):
+    return _worker_pid(server)
+
+
+def _worker_pid(server):
+    described = requests.get(f"{server.management_url}/models/{MODEL}", timeout=10).json()
+    (worker,) = described[0]["workers"]
+    assert worker["status"] == "READY"
+    return worker["pid"]
+
+
+@pytest.fixture(scope="module")
+def chelsea(photos):
+    return encoded(photos["chelsea"])
+
+
+def raw(image: bytes, **options) -> dict:
+    headers = {"Content-Type": "application/octet-stream"} | {f"X-Explain-{k.capitalize()}": str(v) for k, v in options.items()}
+    return {"data": image, "headers": headers}
+
+
+def as_json(image: bytes, **options) -> dict:
+    return {"json": {"image": base64.b64encode(image).decode("ascii"), **options}}
+
+
+def multipart(image: bytes, **options) -> dict:
+    return {"files": {"image": ("photo", image, "application/octet-stream")}, "data": {k: str(v) for k, v in options.items()}}
+
+
+def post(url: str, request: dict, timeout: float = 120) -> requests.Response:
+    return requests.post(url, timeout=timeout, **request)
+
+
+def heatmap(body: dict) -> np.ndarray:
+    stated = body["explanation"]["heatmap"]
+    png = Image.open(io.BytesIO(base64.b64decode(stated["data"])))
+    assert png.format == "PNG" and png.mode == "L"
+    assert png.size == (stated["width"], stated["height"]) == (224, 224)
+    return np.asarray(png, dtype=np.float64) / 255.0
+
+
+def concurrently(url: str, requests_: list[dict]) -> list[requests.Response]:
+    """All at once (a barrier releases them together) so that they share batches."""
+    barrier = threading.Barrier(len(requests_))
+
+    def send(request):
+        barrier.wait()
+        return post(url, request)
+
+    with ThreadPoolExecutor(len(requests_)) as pool:
+        return list(pool.map(send, requests_))
+
+
+def test_chelsea_is_a_cat_with_a_gradcam_heatmap(url, chelsea, worker_pid):
+    response = post(url, raw(chelsea, method="gradcam"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["predictions"][0]["index"] in CAT_CLASSES
+    assert body["explanation"]["method"] == "gradcam"
+    assert body["explanation"]["target"]["index"] == body["predictions"][0]["index"]
+    heatmap(body)
+    assert len(response.content) < 100_000
+
+
+def test_json_multipart_and_raw_give_the_same_answer(url, chelsea):
+    options = {"method": "contrastive", "target": "tabby", "contrast": 285, "topk": 3}
+    bodies = [post(url, make(chelsea, **options)).json() for make in (raw, as_json, multipart)]
+    for body in bodies:
+        assert [p["index"] for p in body["predictions"]] == [p["index"] for p in bodies[0]["predictions"]]
+        assert np.allclose([p["probability"] for p in body["predictions"]], [p["probability"] for p in bodies[0]["predictions"]], atol=1e-5)
+        assert body["explanation"]["target"] == {"index": 281, "label": "tabby"}
+        assert body["explanation"]["contrast"] == {"index": 285, "label": "Egyptian cat"}
+        assert np.abs(heatmap(body) - heatmap(bodies[0])).max() <= 1 / 255
+
+
+def test_explanations_endpoint_answers_with_the_same_schema(server, chelsea):
+    response = post(f"{server.inference_url}/explanations/{MODEL}", raw(chelsea, target=285))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"predictions", "explanation"} and body["explanation"]["target"]["index"] == 285
+
+
+def test_each_request_in_a_batch_keeps_its_own_target(url, chelsea, photos):
+    coffee = encoded(photos["coffee"], "JPEG", quality=90)
+    cases = [
+        (raw, chelsea, {"method": "gradcam", "target": 281}),
+        (as_json, chelsea, {"method": "contrastive", "target": 282, "contrast": 285}),
+        (multipart, coffee, {"method": "gradcam", "target": "espresso"}),
+        (raw, coffee, {"method": "none"}),
+        (as_json, chelsea, {"method": "gradcam", "target": "Egyptian cat"}),
+        (multipart, chelsea, {"method": "contrastive", "target": 287}),
+        (raw, coffee, {"method": "gradcam", "target": 967}),
+        (as_json, chelsea, {"method": "gradcam"}),
+    ]
+    responses = concurrently(url, [make(image, **options) for make, image, options in cases])
+    expected = [281, 282, 967, None, 285, 287, 967, None]
+    for (make, image, options), want, response in zip(cases, expected, responses):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if options["method"] == "none":
+            assert body["explanation"] is None
+            continue
+        assert body["explanation"]["method"] == options["method"]
+        got = body["explanation"]["target"]["index"]
+        assert got == (want if want is not None else body["predictions"][0]["index"]), (options, got)
+        heatmap(body)
+
+
+def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, photos, worker_pid):
+    bad = [
+        (raw(b""), 400, "empty"),
+        (raw(b"definitely not an image"), 400, "not an image"),
+        (raw(truncated_jpeg(photos["chelsea"])), 400, "truncated or corrupt"),
+        (raw(corrupt_jpeg(photos["chelsea"])), 400, "truncated or corrupt"),
+        (raw(png_bomb()), 413, "decompression bomb"),
+        (raw(png_bomb(6000, 6000)), 413, "the limit is 25,000,000"),
+        (raw(chelsea, method="lime"), 400, "not supported by this model"),
+        (raw(chelsea, method="bcos"), 400, "not supported by this model"),
+        (raw(chelsea, target=1000), 400, "out of range"),
+        (multipart(chelsea, target="not a cat"), 400, "unknown class label"),
+        (as_json(chelsea, method="contrastive", contrast=99999), 400, "out of range"),
+        (as_json(chelsea, method="contrastive", target=285, contrast="Egyptian cat"), 400, "equals the target"),
+        ({"data": b'{"image": "abc', "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+        ({"json": {"picture": "abc"}}, 400, "no 'image' field"),
+        (as_json(chelsea, colour="red"), 400, "unknown option 'colour'"),
+        (as_json(chelsea, topk=0), 400, "topk"),
+    ]
+    for start in range(0, len(bad), 3):  # batchSize 4: three bad ones and a good one at a time
+        group = bad[start : start + 3]
+        responses = concurrently(url, [request for request, _, _ in group] + [raw(chelsea, method="contrastive")])
+        for (request, status, message), response in zip(group, responses):
+            assert response.status_code == status, (message, response.text)
+            error = response.json()["error"]
+            assert error["code"] == status and message in error["message"], error
+            assert isinstance(error["valid"], list) and error["valid"], error
+        assert responses[-1].status_code == 200, responses[-1].text
+        assert responses[-1].json()["explanation"]["method"] == "contrastive"
+    assert post(url, raw(chelsea)).status_code == 200
+    assert _worker_pid(server) == worker_pid  # the same worker answered everything
+
+
+def test_served_heatmap_equals_the_engine_heatmap(url, chelsea, effnet, effnet_explainer):
+    for options in ({"method": "gradcam"}, {"method": "contrastive", "target": 281, "contrast": 285}):
+        served = heatmap(post(url, raw(chelsea, **options)).json())
+        request = ExplainRequest(options["method"], options.get("target"), options.get("contrast"))
+        x = effnet.preprocess(decode_image(chelsea))[None]
+        engine = effnet_explainer.explain(x, [request]).explanations[0].heatmap
+        assert np.abs(served - engine).max() <= 1 / 255, options
+
+
+def test_model_api_is_off_and_management_describes(server):
+    assert requests.post(f"{server.management_url}/models", params={"url": "x.mar"}, timeout=10).status_code == 405
+    assert requests.delete(f"{server.management_url}/models/{MODEL}", timeout=10).status_code == 405
