@@ -85,6 +85,9 @@ def test_bad_bodies_say_what_is_wrong(fields, headers, message):
         ({"method": "gradcam", "weighting": "probability"}, "takes no weighting", "method=scorecam"),
         ({"method": "scorecam", "weighting": "loudest"}, "unknown Score-CAM weighting", "channel_softmax"),
         ({"target": 2.5}, "not a class index or label", "a class index"),
+        ({"method": "scorecam", "channels": "most"}, "not 'all' or a positive integer", "all"),
+        ({"method": "scorecam", "channels": 0}, "not 'all' or a positive integer", "a positive integer"),
+        ({"method": "gradcam", "channels": 8}, "takes no channels", "method=scorecam"),
     ],
 )
 def test_bad_options_name_the_valid_values(options, message, valid):
@@ -100,6 +103,8 @@ def test_default_options():
     assert options.engine_request() == ExplainRequest("gradcam")
     assert parse_options({"method": "none"}, "gradcam", METHODS).engine_request() is None
     assert parse_options({"outputs": ["overlay", "values"]}, "gradcam", METHODS).outputs == ("overlay", "values")
+    assert parse_options({"method": "scorecam", "channels": "all"}, "gradcam", METHODS).channels is None
+    assert parse_options({"method": "scorecam", "channels": "32"}, "gradcam", METHODS).engine_request().channels == 32
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -214,6 +219,16 @@ def test_served_heatmap_is_the_engine_heatmap(service, chelsea_png, effnet, effn
     x = effnet.preprocess(decode_image(chelsea_png))[None]
     engine = effnet_explainer.explain(x, [ExplainRequest("contrastive", contrast=285)]).explanations[0].heatmap
     assert np.abs(served / 255.0 - engine).max() <= 1 / 255
+
+
+def test_scorecam_channels_default_comes_from_the_config(chelsea_png):
+    service = ExplainService(ServingConfig(model="efficientnet_lite0", scorecam_channels=8, scorecam_weighting="channel_softmax"))
+    prepared = service._prepare(0, {"body": chelsea_png}, {"X-Explain-Method": "scorecam"})
+    assert (prepared.request.channels, prepared.request.weighting) == (8, "channel_softmax")
+    prepared = service._prepare(0, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"})
+    assert prepared.request.channels is None
+    (reply,) = service.handle([({"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Target": "285"})])
+    assert reply.status == 200 and json.loads(reply.body)["explanation"]["target"]["index"] == 285
 
 
 def test_config_rejects_unknown_settings_and_methods():

@@ -127,6 +127,13 @@ def test_json_multipart_and_raw_give_the_same_answer(url, chelsea):
         assert np.abs(heatmap(body) - heatmap(bodies[0])).max() <= 1 / 255
 
 
+def test_fast_scorecam_is_served(url, chelsea):
+    response = post(url, as_json(chelsea, method="scorecam", channels=16, target=285))
+    assert response.status_code == 200, response.text
+    assert response.json()["explanation"]["method"] == "scorecam"
+    assert heatmap(response.json()).max() == 1.0
+
+
 def test_explanations_endpoint_answers_with_the_same_schema(server, chelsea):
     response = post(f"{server.inference_url}/explanations/{MODEL}", raw(chelsea, target=285))
     assert response.status_code == 200, response.text

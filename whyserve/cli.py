@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--target", help="class index or label to explain (default: top-1)")
     client.add_argument("--contrast", help="contrastive only: the class Q in 'why P, rather than Q?'")
     client.add_argument("--weighting", choices=WEIGHTINGS, help="Score-CAM weighting")
+    client.add_argument("--channels", help="Score-CAM: 'all' (exact) or N most varying channels (default: the model's)")
     client.add_argument("--topk", type=int, default=5)
     client.add_argument("--token", help="inference token (Authorization: Bearer) when token auth is on")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds (exact Score-CAM takes a while on a CPU)")
@@ -97,7 +98,7 @@ def _client(args: argparse.Namespace) -> int:
 
     path = _resolve_image(args.image)
     headers = {"Content-Type": "application/octet-stream", "X-Explain-Outputs": "heatmap,overlay", "X-Explain-Topk": str(args.topk)}
-    for option in ("method", "target", "contrast", "weighting"):
+    for option in ("method", "target", "contrast", "weighting", "channels"):
         if getattr(args, option) is not None:
             headers[f"X-Explain-{option.capitalize()}"] = str(getattr(args, option))
     if args.token:

@@ -26,7 +26,7 @@ from whyserve.render import encode, heatmap_image, overlay
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
 OUTPUTS = ("heatmap", "overlay", "values")
-OPTION_NAMES = ("method", "target", "contrast", "weighting", "topk", "outputs")
+OPTION_NAMES = ("method", "target", "contrast", "weighting", "channels", "topk", "outputs")
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 25_000_000
 MAX_TOPK = 100
@@ -53,13 +53,14 @@ class ServeOptions:
     target: int | str | None = None
     contrast: int | str | None = None
     weighting: str = "probability"
+    channels: int | None = None  # Score-CAM: None = every channel (exact), N = the N most varying
     topk: int = 5
     outputs: tuple[str, ...] = ("heatmap",)
 
     def engine_request(self) -> ExplainRequest | None:
         if self.method == NO_EXPLANATION:
             return None
-        return ExplainRequest(self.method, self.target, self.contrast, self.weighting)
+        return ExplainRequest(self.method, self.target, self.contrast, self.weighting, self.channels)
 
 
 # -- request parsing ------------------------------------------------------------------------
@@ -195,6 +196,10 @@ def parse_options(raw: Mapping[str, object], default_method: str, methods: tuple
     if "weighting" in options and method != "scorecam":
         raise ServingError(400, f"weighting: method {method!r} takes no weighting", ["method=scorecam"], "bad_option")
 
+    channels = parse_channels(options.get("channels"))
+    if "channels" in options and method != "scorecam":
+        raise ServingError(400, f"channels: method {method!r} takes no channels", ["method=scorecam"], "bad_option")
+
     topk = options.get("topk", 5)
     try:
         topk = int(topk)
@@ -211,7 +216,22 @@ def parse_options(raw: Mapping[str, object], default_method: str, methods: tuple
     if not isinstance(outputs, list) or not all(isinstance(o, str) and o in OUTPUTS for o in outputs):
         raise ServingError(400, f"outputs: {options.get('outputs')!r} is not a list of known outputs", OUTPUTS, "bad_option")
 
-    return ServeOptions(method, target, contrast, weighting, topk, tuple(dict.fromkeys(outputs)))
+    return ServeOptions(method, target, contrast, weighting, channels, topk, tuple(dict.fromkeys(outputs)))
+
+
+def parse_channels(value: object) -> int | None:
+    """Score-CAM channels: ``"all"``/None (exact) or a positive integer (fast)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        channels = int(value)
+    except (TypeError, ValueError):
+        channels = 0
+    if channels < 1:
+        raise ServingError(400, f"channels: {value!r} is not 'all' or a positive integer", ["all", "a positive integer"], "bad_option")
+    return channels
 
 
 def _class_option(value: object, name: str) -> int | str | None:

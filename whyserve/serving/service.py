@@ -24,6 +24,7 @@ from whyserve.serving.protocol import (
     build_response,
     decode_image,
     error_body,
+    parse_channels,
     parse_options,
     parse_payload,
 )
@@ -43,7 +44,8 @@ class ServingConfig:
     methods: tuple[str, ...] | None = None  # None: every method the model supports
     topk: int = 5
     scorecam_weighting: str = "probability"
-    scorecam_chunk: int = 64
+    scorecam_channels: int | str | None = None  # "all"/None: exact; N: the N most varying channels
+    scorecam_chunk: int = 16
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_response_bytes: int = 1_000_000
 
@@ -87,6 +89,7 @@ class ExplainService:
         if unsupported:
             raise ValueError(f"model {config.model!r} does not support {unsupported}; it supports {self.spec.methods}")
         self.methods = tuple(methods)
+        parse_channels(config.scorecam_channels)
         if config.default_method not in (*self.methods, "none"):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
 
@@ -111,10 +114,11 @@ class ExplainService:
 
     def _prepare(self, index: int, request_fields: Mapping[str, object], headers: Mapping[str, object]) -> _Prepared:
         data, raw = parse_payload(request_fields, headers)
-        raw.setdefault("weighting", None)
         options = parse_options(raw, self.config.default_method, self.methods)
         if options.method == "scorecam" and not raw.get("weighting"):
             options.weighting = self.config.scorecam_weighting
+        if options.method == "scorecam" and raw.get("channels") in (None, ""):
+            options.channels = parse_channels(self.config.scorecam_channels)
         if "topk" not in raw:
             options.topk = self.config.topk
         request = options.engine_request()
