@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--contrast", help="contrastive only: the class Q in 'why P, rather than Q?'")
     explain.add_argument("--weighting", default="probability", choices=WEIGHTINGS, help="Score-CAM weighting")
     explain.add_argument("--layer", help="target layer (module name; default: the last spatial feature layer)")
+    explain.add_argument("--channels", type=_channels, help="Score-CAM: 'all' (exact, default) or the N most varying")
     explain.add_argument("--topk", type=int, default=5)
     explain.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     explain.set_defaults(run=_explain)
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     client.set_defaults(run=_client)
 
+    export = commands.add_parser("export-onnx", help="write a model as ONNX with (logits, activations) outputs")
+    export.add_argument("model", choices=available_models())
+    export.add_argument("--weights", help="state-dict file for the model (default: its bundled weights)")
+    export.add_argument("--layer", help="target layer whose activations become the second output")
+    export.add_argument("--out", type=Path, help="the .onnx file (default: ./MODEL.onnx)")
+    export.set_defaults(run=_export_onnx)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 def _explain(args: argparse.Namespace) -> int:
     spec = load_model(args.model, args.weights)
     explainer = Explainer(spec, layer=args.layer)
-    request = ExplainRequest(args.method, args.target, args.contrast, args.weighting)
+    request = ExplainRequest(args.method, args.target, args.contrast, args.weighting, args.channels)
     explainer.validate(request)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -137,6 +145,23 @@ def _client(args: argparse.Namespace) -> int:
         lines.append(f"  {what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})")
     print("\n".join(lines))
     return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from whyserve.onnx_runtime import create_session, export_onnx
+
+    path = export_onnx(load_model(args.model, args.weights), args.out or Path(f"{args.model}.onnx"), args.layer)
+    create_session(path)  # refuses a file whose outputs are not (logits, activations)
+    print(f"wrote {path}: outputs logits and activations, checked with onnx.checker")
+    return 0
+
+
+def _channels(value: str) -> int | None:
+    if value == "all":
+        return None
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r}: use 'all' or a positive integer")
 
 
 def _describe(explanation, class_names) -> str:

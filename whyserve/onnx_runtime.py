@@ -49,12 +49,17 @@ class _WithActivations(nn.Module):
 
 
 def export_onnx(spec: ModelSpec, path: str | Path, layer: str | None = None, opset: int = 17) -> Path:
-    """Write ``spec``'s model as ONNX with outputs (logits, activations), dynamic batch."""
+    """Write ``spec``'s model as ONNX with outputs (logits, activations); batch and image
+    size are dynamic."""
     path = Path(path)
     layer_name = layer or spec.target_layer or find_target_layer(spec.module, spec.input_size)
     wrapper = _WithActivations(spec.module, get_layer(spec.module, layer_name))
     example = torch.zeros(2, 3, *spec.input_size)
-    dynamic = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
+    dynamic = {
+        INPUT: {0: "batch", 2: "height", 3: "width"},
+        "logits": {0: "batch"},
+        "activations": {0: "batch", 2: "layer_height", 3: "layer_width"},
+    }
     with eval_mode(spec.module), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
