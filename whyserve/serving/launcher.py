@@ -74,10 +74,20 @@ class TorchServe:
             return False
         return True
 
+    def auth_headers(self, api: str = "inference") -> dict[str, str]:
+        """``Authorization`` for ``api`` (inference/management) when token auth is on: TorchServe
+        writes the keys to key_file.json in its working directory."""
+        try:
+            keys = json.loads((self.workdir / "key_file.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {"Authorization": f"Bearer {keys[api]['key']}"}
+
     def model_status(self, name: str) -> list[str]:
         """Worker statuses of a model ('READY', 'UNLOADING', ...), [] when unknown."""
+        request = urllib.request.Request(f"{self.management_url}/models/{name}", headers=self.auth_headers("management"))
         try:
-            with urllib.request.urlopen(f"{self.management_url}/models/{name}", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 described = json.load(response)
         except (urllib.error.URLError, OSError, ValueError):
             return []
@@ -147,6 +157,9 @@ def start(
         grpc_inference_port=str(free_port()),
         grpc_management_port=str(free_port()),
         model_store=str(Path(model_store).resolve()),
+        # Worker sockets are /tmp/.ts.sock.<port> (java.io.tmpdir, not TMPDIR), numbered from
+        # 9000 in every server: a port of our own keeps two servers from sharing a socket.
+        initial_worker_port=str(free_port()),
     )
     properties.pop("load_models", None)
     properties.pop("metrics_config", None)  # a production path; the default config works anywhere

@@ -1,0 +1,62 @@
+"""configs/production.properties in a real TorchServe: token auth on, model API off,
+Prometheus metrics with whyserve's ExplanationLatency / ExplanationErrors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from serving_helpers import encoded
+from whyserve.serving import launcher
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "efficientnet_lite0"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("model_store")
+    subprocess.run([sys.executable, str(ROOT / "archives" / "build.py"), MODEL, "--export-path", str(store)], check=True, capture_output=True)
+    config = ROOT / "configs" / "production.properties"
+    properties = launcher.read_properties(config)
+    assert properties["disable_token_authorization"] == "false" and properties["enable_model_api"] == "false"
+    assert int(properties["max_request_size"]) > 0 and int(properties["max_response_size"]) > 0
+    ts = launcher.start(
+        store, [MODEL], config, tmp_path_factory.mktemp("torchserve"), overrides={"metrics_config": str(ROOT / "configs" / "metrics.yaml")}
+    )
+    try:
+        ts.wait_ready(timeout=240)
+        yield ts
+    finally:
+        ts.stop()
+
+
+def test_token_auth_metrics_and_model_api(server, photos):
+    url = f"{server.inference_url}/predictions/{MODEL}"
+    image = {"data": encoded(photos["chelsea"]), "headers": {"Content-Type": "image/png"}}
+    refused = requests.post(url, timeout=60, **image)
+    assert refused.status_code in (400, 401) and "Token Authorization failed" in refused.text
+    token = server.auth_headers("inference")
+    answered = requests.post(url, data=image["data"], headers=image["headers"] | token, timeout=60)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["explanation"]["method"] == "gradcam"
+    bad = requests.post(url, data=b"not an image", headers=image["headers"] | token, timeout=60)
+    assert bad.status_code == 400
+
+    management = server.auth_headers("management")
+    assert requests.post(f"{server.management_url}/models", params={"url": "x.mar"}, headers=management, timeout=10).status_code == 405
+
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+        if 'ExplanationErrors{Kind="not_an_image"' in metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert 'ExplanationLatency{Method="gradcam",ModelName="efficientnet_lite0"' in metrics
+    assert 'ExplanationErrors{Kind="not_an_image",ModelName="efficientnet_lite0"' in metrics
