@@ -3,38 +3,30 @@ Prometheus metrics with whyserve's ExplanationLatency / ExplanationErrors."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from serving_helpers import encoded
+from serving_helpers import MODEL, ROOT, encoded, start_server
 from whyserve.serving import launcher
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = "efficientnet_lite0"
 pytestmark = pytest.mark.slow
+
+
+def test_production_config_says_what_the_issue_asks():
+    properties = launcher.read_properties(ROOT / "configs" / "production.properties")
+    assert properties["disable_token_authorization"] == "false" and properties["enable_model_api"] == "false"
+    assert int(properties["max_request_size"]) > 0 and int(properties["max_response_size"]) > 0
+    assert properties["metrics_mode"] == "prometheus"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    store = tmp_path_factory.mktemp("model_store")
-    subprocess.run([sys.executable, str(ROOT / "archives" / "build.py"), MODEL, "--export-path", str(store)], check=True, capture_output=True)
-    config = ROOT / "configs" / "production.properties"
-    properties = launcher.read_properties(config)
-    assert properties["disable_token_authorization"] == "false" and properties["enable_model_api"] == "false"
-    assert int(properties["max_request_size"]) > 0 and int(properties["max_response_size"]) > 0
-    ts = launcher.start(
-        store, [MODEL], config, tmp_path_factory.mktemp("torchserve"), overrides={"metrics_config": str(ROOT / "configs" / "metrics.yaml")}
-    )
-    try:
-        ts.wait_ready(timeout=240)
-        yield ts
-    finally:
-        ts.stop()
+    metrics = {"metrics_config": str(ROOT / "configs" / "metrics.yaml")}  # the config names the Docker path
+    ts = start_server(tmp_path_factory, "production.properties", overrides=metrics)
+    yield ts
+    ts.stop()
 
 
 def test_token_auth_metrics_and_model_api(server, photos):

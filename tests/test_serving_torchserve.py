@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,29 +17,18 @@ import requests
 from PIL import Image
 
 from conftest import CAT_CLASSES
-from serving_helpers import corrupt_jpeg, encoded, png_bomb, truncated_jpeg
+from serving_helpers import MODEL, corrupt_jpeg, encoded, png_bomb, start_server, truncated_jpeg
 from whyserve import ExplainRequest
-from whyserve.serving import decode_image, launcher
+from whyserve.serving import decode_image
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = "efficientnet_lite0"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    store = tmp_path_factory.mktemp("model_store")
-    subprocess.run(
-        [sys.executable, str(ROOT / "archives" / "build.py"), MODEL, "--export-path", str(store), "--batch-size", "4", "--max-batch-delay", "150"],
-        check=True,
-        capture_output=True,
-    )
-    ts = launcher.start(store, [MODEL], ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("torchserve"))
-    try:
-        ts.wait_ready(timeout=240)
-        yield ts
-    finally:
-        ts.stop()
+    ts = start_server(tmp_path_factory, "local.properties", ("--batch-size", "4", "--max-batch-delay", "150"))
+    yield ts
+    ts.stop()
 
 
 @pytest.fixture(scope="module")
