@@ -72,4 +72,4 @@ def load_state_dict_file(module: nn.Module, path: str | Path) -> None:
 
 def _import_builtin() -> None:
     # Imported lazily so that registering stays cheap and free of import cycles.
-    from whyserve.models import efficientnet_lite, torchvision_models  # noqa: F401
+    from whyserve.models import efficientnet_lite, flowers, torchvision_models  # noqa: F401
