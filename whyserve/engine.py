@@ -12,6 +12,7 @@ import torch
 from whyserve.errors import InvalidOption
 from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_layer
 from whyserve.methods import GRADIENT_METHODS, Explanation
+from whyserve.methods import bcos as bcos_method
 from whyserve.methods.base import scale_cams, weighted_cam
 from whyserve.methods.scorecam import WEIGHTINGS, scorecam_weights
 from whyserve.models import ModelSpec
@@ -122,8 +123,9 @@ class Explainer:
                     )
                     cams[i] = weighted_cam(weights[None], activations[i : i + 1])[0]
                     timing[i] = (time.perf_counter() - start) * 1e3
+            bcos = self._bcos_explanations(images, requests, targets, predict_ms)
 
-        explanations: list[Explanation | None] = [None] * len(requests)
+        explanations: list[Explanation | None] = [bcos.get(i) for i in range(len(requests))]
         if cams:
             order = sorted(cams)
             layer_maps, heatmaps = scale_cams(torch.stack([cams[i] for i in order]), tuple(images.shape[-2:]))
@@ -187,8 +189,8 @@ class Explainer:
         return resolve_class(request.target, "target", output.numel(), self.spec.class_names)
 
     def _resolve_contrast(self, request: ExplainRequest) -> int | float:
-        if request.method != "contrastive":
-            raise InvalidOption("contrast", f"method {request.method!r} takes no contrast", ["contrastive"])
+        if request.method not in ("contrastive", "bcos"):
+            raise InvalidOption("contrast", f"method {request.method!r} takes no contrast", ["contrastive", "bcos"])
         if self.spec.task == "regression":
             try:
                 return float(request.contrast)
@@ -197,6 +199,8 @@ class Explainer:
         return resolve_class(request.contrast, "contrast", self._num_outputs, self.spec.class_names)
 
     def _contrast(self, request: ExplainRequest, target: int) -> int | float | None:
+        if request.method == "bcos":  # no contrast: plain B-cos of the target
+            return None if request.contrast is None else self._resolve_contrast(request)
         if request.method != "contrastive":
             return None
         if request.contrast is None:
@@ -223,3 +227,24 @@ class Explainer:
         weights = torch.stack([GRADIENT_METHODS[requests[i].method].channel_weights(grads[i : i + 1])[0] for i in rows])
         cams = weighted_cam(weights, acts)
         return {i: cams[row] for row, i in enumerate(rows)}
+
+    def _bcos_explanations(
+        self, images: torch.Tensor, requests: list[ExplainRequest | None], targets: list[int], predict_ms: float
+    ) -> dict[int, Explanation]:
+        """B-cos contribution maps (whyserve.methods.bcos): a forward in explanation mode with
+        autograd from the encoded input (ModelSpec.extra["bcos_input"]), for these rows only."""
+        rows = [i for i, r in enumerate(requests) if r is not None and r.method == "bcos"]
+        if not rows:
+            return {}
+        start = time.perf_counter()
+        done = bcos_method.explain(
+            self.model,
+            self.spec.extra["bcos_input"],
+            images[rows],
+            [targets[i] for i in rows],
+            [self._contrast(requests[i], targets[i]) for i in rows],
+        )
+        elapsed = (time.perf_counter() - start) * 1e3
+        for explanation in done:
+            explanation.timing_ms = {"predict": predict_ms, "explain": elapsed}
+        return dict(zip(rows, done))

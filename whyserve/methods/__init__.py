@@ -4,8 +4,9 @@ from whyserve.methods.base import Explanation, GradientMethod
 from whyserve.methods.contrastive import Contrastive
 from whyserve.methods.gradcam import GradCAM
 
-# Score-CAM is not a GradientMethod: the engine calls whyserve.methods.scorecam for it.
+# Score-CAM and B-cos are not GradientMethods: the engine calls whyserve.methods.scorecam
+# and whyserve.methods.bcos (B-cos models only: ModelSpec.methods says which model has it).
 GRADIENT_METHODS: dict[str, GradientMethod] = {m.name: m for m in (GradCAM(), Contrastive())}
-METHODS: tuple[str, ...] = ("gradcam", "contrastive", "scorecam")
+METHODS: tuple[str, ...] = ("gradcam", "contrastive", "scorecam", "bcos")
 
 __all__ = ["Explanation", "GRADIENT_METHODS", "GradientMethod", "METHODS"]

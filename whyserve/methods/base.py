@@ -24,6 +24,10 @@ class Explanation:
     heatmap: np.ndarray  # (H, W): at the model's input size
     layer_heatmap: np.ndarray  # (h, w): at the target layer's size
     timing_ms: dict[str, float] = field(default_factory=dict)
+    # B-cos only (whyserve.methods.bcos): the signed contribution map (H, W), which sums to
+    # the logit (or logit difference), and the RGBA colour image (H, W, 4) in [0, 1].
+    contributions: np.ndarray | None = None
+    color_image: np.ndarray | None = None
 
 
 def weighted_cam(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
