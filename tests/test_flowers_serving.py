@@ -1,0 +1,87 @@
+"""End to end: the flowers_cnn and flowers_bcos archives in a real TorchServe 0.12."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from serving_helpers import ROOT, encoded
+from whyserve.data.flowers import CLASS_NAMES, make_flower
+from whyserve.serving import launcher
+
+pytestmark = pytest.mark.slow
+MODELS = ["flowers_cnn", "flowers_bcos"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("model_store")
+    subprocess.run([sys.executable, str(ROOT / "archives" / "build.py"), *MODELS, "--export-path", str(store)], check=True, capture_output=True)
+    ts = launcher.start(store, MODELS, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("torchserve"))
+    try:
+        ts.wait_ready(timeout=240)
+    except BaseException:
+        ts.stop()
+        raise
+    yield ts
+    ts.stop()
+
+
+@pytest.fixture(scope="module")
+def flower():
+    f = make_flower(4242, 0, label=5)
+    return f, encoded(Image.fromarray(f.image))
+
+
+def post(server, model, image, **options):
+    headers = {"Content-Type": "application/octet-stream"} | {f"X-Explain-{k.capitalize()}": str(v) for k, v in options.items()}
+    return requests.post(f"{server.inference_url}/predictions/{model}", data=image, headers=headers, timeout=120)
+
+
+def heatmap(body):
+    data = base64.b64decode(body["explanation"]["heatmap"]["data"])
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_bcos_archive_serves_bcos_maps_by_default(server, flower):
+    f, image = flower
+    reply = post(server, "flowers_bcos", image)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["predictions"][0]["label"] == CLASS_NAMES[5]
+    assert body["explanation"]["method"] == "bcos"
+    assert body["explanation"]["target"]["index"] == 5
+    h = heatmap(body)
+    assert h.shape == (96, 96) and h.max() == 255
+    # the positive contributions lie on the flower far more than its share of the image
+    assert h[f.flower_mask].sum() / h.sum() > 2 * f.flower_mask.mean()
+
+
+@pytest.mark.parametrize("model, method", [("flowers_cnn", "gradcam"), ("flowers_cnn", "scorecam"), ("flowers_bcos", "gradcam")])
+def test_cam_methods_on_both_archives(server, flower, model, method):
+    reply = post(server, model, flower[1], method=method, target=CLASS_NAMES[1])
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["explanation"]["method"] == method and body["explanation"]["target"]["index"] == 1
+    assert heatmap(body).shape == (96, 96)
+
+
+def test_contrastive_on_the_cnn_archive(server, flower):
+    reply = post(server, "flowers_cnn", flower[1], method="contrastive", contrast=1)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["explanation"]["contrast"]["index"] == 1
+
+
+def test_bcos_on_the_cnn_is_a_400_naming_its_methods(server, flower):
+    reply = post(server, "flowers_cnn", flower[1], method="bcos")
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert "bcos" in error["message"]
+    assert {"gradcam", "contrastive", "scorecam"} <= set(error["valid"]) and "bcos" not in error["valid"]
