@@ -11,6 +11,7 @@ The server runs one worker per model; only one model is loaded with requests at 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8", help="comma-separated (default: 1,8)")
     parser.add_argument("--requests", type=int, default=48, help="timed requests per cell")
     parser.add_argument("--model", default="efficientnet_lite0", help="archive to build when starting a server")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the started server (default: torch's)")
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     if args.url:
@@ -103,10 +105,13 @@ def main() -> int:
                 capture_output=True,
             )
             names.append((str(batch), name))
+        if args.threads:
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
         server = launcher.start(store, [n for _, n in names], ROOT / "configs" / "local.properties", Path(tmp) / "ts")
         try:
             server.wait_ready(300)
-            print(f"TorchServe 0.12 on {server.inference_url}; {args.requests} requests per row; chelsea.png (451x300)\n")
+            threads = args.threads or "default"
+            print(f"TorchServe 0.12 on {server.inference_url}; worker threads: {threads}; {args.requests} requests per row; chelsea.png (451x300)\n")
             run(server.inference_url, names, concurrency, args.requests)
         finally:
             server.stop()

@@ -48,6 +48,7 @@ class ServingConfig:
     scorecam_chunk: int = 16
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_response_bytes: int = 1_000_000
+    torch_threads: int | None = None  # intra-op threads of this process; None: torch's default
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> ServingConfig:
@@ -82,6 +83,10 @@ class _Prepared:
 class ExplainService:
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
+        if config.torch_threads:
+            # Process-wide. With other busy processes on the same cores, more threads than the
+            # cores left make every forward wait on descheduled threads (measured: 40x slower).
+            torch.set_num_threads(int(config.torch_threads))
         self.spec = load_model(config.model, config.weights)
         self.explainer = Explainer(self.spec, layer=config.layer, scorecam_chunk=config.scorecam_chunk)
         methods = config.methods or self.spec.methods
@@ -134,8 +139,10 @@ class ExplainService:
             self.explainer.validate(request)
         except InvalidOption as error:
             raise ServingError(400, str(error), error.valid, "bad_option") from None
-        if request.method == "contrastive" and request.target is not None and request.contrast is not None:
-            names, n = self.spec.class_names, self.explainer._num_outputs
+        classes = self.spec.task == "classification"
+        if classes and request.method == "contrastive" and request.target is not None and request.contrast is not None:
+            names = self.spec.class_names
+            n = len(names) if names is not None else int(self.spec.extra.get("num_outputs", 1))
             if resolve_class(request.target, "target", n, names) == resolve_class(request.contrast, "contrast", n, names):
                 raise ServingError(
                     400,
