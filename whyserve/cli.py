@@ -58,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", type=Path, help="the .onnx file (default: ./MODEL.onnx)")
     export.set_defaults(run=_export_onnx)
 
+    evaluate = commands.add_parser("eval", help="measure every method on the flowers ground truth and real photos")
+    evaluate.add_argument("--images", type=int, default=64, help="generated flowers (default: 64)")
+    evaluate.add_argument("--grids", type=int, default=16, help="2x2 grids for the grid pointing game (default: 16)")
+    evaluate.add_argument("--seed", type=int, default=100, help="generator seed (training used 1 and 2)")
+    evaluate.add_argument("--models", nargs="+", default=["flowers_cnn", "flowers_bcos"], choices=["flowers_cnn", "flowers_bcos"])
+    evaluate.add_argument("--steps", type=int, default=32, help="pixel chunks of the deletion/insertion curves (default: 32)")
+    evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
+    evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
+    evaluate.set_defaults(run=_eval)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -153,6 +163,17 @@ def _export_onnx(args: argparse.Namespace) -> int:
     path = export_onnx(load_model(args.model, args.weights), args.out or Path(f"{args.model}.onnx"), args.layer)
     create_session(path)  # refuses a file whose outputs are not (logits, activations)
     print(f"wrote {path}: outputs logits and activations, checked with onnx.checker")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from whyserve.eval.benchmark import run
+
+    report = run(
+        args.images, args.grids, args.seed, photos=not args.no_photos, figure=args.figure, models=tuple(args.models), steps=args.steps
+    )
+    print(report.markdown())
+    print(f"\nfigure: {args.figure}")
     return 0
 
 

@@ -103,30 +103,26 @@ def _load(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module
     return module
 
 
-@register("flowers_cnn")
-def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
+def _spec(name: str, module: nn.Module, weights: str | Path | None, methods: tuple[str, ...], **extra: str) -> ModelSpec:
     return ModelSpec(
-        name="flowers_cnn",
-        module=_load(FlowersCNN(), weights, "flowers_cnn"),
+        name=name,
+        module=_load(module, weights, name),
         view=view,
         normalize=normalize,
         input_size=(SIZE, SIZE),
-        target_layer="blocks.3",
+        target_layer="blocks.3",  # 64 x 12 x 12, the last feature block
         class_names=CLASS_NAMES,
-        methods=("gradcam", "contrastive", "scorecam"),
+        methods=methods,
+        extra=extra,
     )
+
+
+@register("flowers_cnn")
+def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
+    return _spec("flowers_cnn", FlowersCNN(), weights, ("gradcam", "contrastive", "scorecam"))
 
 
 @register("flowers_bcos")
 def flowers_bcos(weights: str | Path | None = None) -> ModelSpec:
-    return ModelSpec(
-        name="flowers_bcos",
-        module=_load(FlowersBcos(), weights, "flowers_bcos"),
-        view=view,
-        normalize=normalize,
-        input_size=(SIZE, SIZE),
-        target_layer="blocks.3",
-        class_names=CLASS_NAMES,
-        methods=("bcos", "gradcam", "contrastive", "scorecam"),
-        extra={"bcos_input": "add_inverse"},
-    )
+    # bcos_input: the module whose output is the six-channel input the B-cos layers see
+    return _spec("flowers_bcos", FlowersBcos(), weights, ("bcos", "gradcam", "contrastive", "scorecam"), bcos_input="add_inverse")

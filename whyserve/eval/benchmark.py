@@ -1,0 +1,238 @@
+"""``whyserve eval``: every method on every applicable model, measured on ground truth.
+
+On generated flowers (``whyserve.data.flowers``, seed ``seed``, balanced classes), for each
+model (``flowers_cnn``, ``flowers_bcos``) and each of its "why P?" methods, with P the true
+class:
+
+- localisation against the class evidence (petals + centre + leaves): energy pointing game,
+  pointing game; the grid pointing game on 2x2 grids of four different classes (192 x 192);
+- faithfulness: deletion AUC (baseline: black), insertion AUC (baseline: the blurred image),
+  Average Drop and Increase in Confidence.
+
+For "why P, rather than Q?" with each Q that differs from P in one part: the share of the
+map's positive energy on that part, for the contrastive map (``contrastive``; B-cos: ``bcos``
+with a contrast) next to the plain map of P from the same model (Grad-CAM; B-cos: ``bcos``).
+
+On the bundled real photos with EfficientNet-Lite0 (no ground truth): the faithfulness
+metrics of Grad-CAM and Score-CAM (fast, the 64 most varying channels, as served).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from whyserve.data.flowers import CLASS_PARTS, balanced_labels, differing_part, generate, make_grid, one_part_contrasts
+from whyserve.engine import ExplainRequest, Explainer
+from whyserve.eval import metrics
+from whyserve.models import ModelSpec, load_model
+
+FLOWER_MODELS = ("flowers_cnn", "flowers_bcos")
+PLAIN = {"flowers_cnn": ("gradcam", "scorecam"), "flowers_bcos": ("bcos", "gradcam", "scorecam")}
+CONTRASTIVE = {"flowers_cnn": (("gradcam", "contrastive"),), "flowers_bcos": (("bcos", "bcos"), ("gradcam", "contrastive"))}
+PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle", "grace_hopper")
+COLUMNS = ("energy PG", "PG", "grid PG", "deletion AUC ↓", "insertion AUC ↑", "Avg Drop % ↓", "Incr Conf % ↑")
+
+
+@dataclass
+class Report:
+    rows: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    pairs: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+
+    def markdown(self) -> str:
+        lines = ["| model / method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+        for row, values in self.rows.items():
+            cells = []
+            for column in COLUMNS:
+                v = values.get(column, [])
+                if not v:
+                    cells.append("–")
+                elif column.startswith(("Avg Drop", "Incr Conf")):
+                    cells.append(f"{100 * np.mean(v):.1f} (n={len(v)})")
+                else:
+                    cells.append(f"{np.mean(v):.3f} (n={len(v)})")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        if self.pairs:
+            lines += ["", "One-part contrasts (P and Q differ in one part's colour): share of positive energy on that part", ""]
+            lines += ["| model | plain map of P | share | contrastive map P vs Q | share | ratio |", "|---|---|---|---|---|---|"]
+            for row, values in self.pairs.items():
+                model, plain, contrastive = row.split(" | ")
+                a, b = np.mean(values["plain"]), np.mean(values["contrastive"])
+                n = len(values["plain"])
+                lines.append(f"| {model} | {plain} | {a:.3f} (n={n}) | {contrastive} | {b:.3f} (n={n}) | {b / a if a else float('inf'):.2f} |")
+            for part in CLASS_PARTS:
+                for row, values in self.pairs.items():
+                    if values.get(f"plain {part}"):
+                        a, b = np.mean(values[f"plain {part}"]), np.mean(values[f"contrastive {part}"])
+                        lines.append(f"| {row.split(' | ')[0]}, {part} only | {row.split(' | ')[1]} | {a:.3f} (n={len(values[f'plain {part}'])}) | {row.split(' | ')[2]} | {b:.3f} | {b / a if a else float('inf'):.2f} |")
+        return "\n".join(lines)
+
+
+def _predictor(spec: ModelSpec):
+    model = spec.module.eval()
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(model(x), dim=1)
+
+    return predict
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+
+
+def _maps(explainer: Explainer, images: torch.Tensor, requests: list[ExplainRequest], chunk: int = 16) -> list:
+    out = []
+    for i in range(0, len(requests), chunk):
+        out += explainer.explain(images[i : i + chunk], requests[i : i + chunk]).explanations
+    return out
+
+
+def _faithfulness(report: Report, row: str, predict, image: torch.Tensor, heatmap: np.ndarray, target: int, steps: int) -> None:
+    report.rows[row]["deletion AUC ↓"].append(metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
+    report.rows[row]["insertion AUC ↑"].append(metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
+    drop, increase = metrics.confidence_change(predict, image, heatmap, target)
+    report.rows[row]["Avg Drop % ↓"].append(drop)
+    report.rows[row]["Incr Conf % ↑"].append(increase)
+
+
+def run(
+    n_images: int = 64,
+    n_grids: int = 16,
+    seed: int = 100,
+    photos: bool = True,
+    figure: Path | None = None,
+    progress: bool = True,
+    models: tuple[str, ...] = FLOWER_MODELS,
+    steps: int = 32,
+) -> Report:
+    """``steps``: pixel chunks of the deletion and insertion curves."""
+    report = Report()
+    flowers = generate(n_images, seed, labels=balanced_labels(n_images))
+    images = torch.stack([_to_tensor(f.image) for f in flowers])
+    labels = [f.label for f in flowers]
+    grids = [make_grid(seed + 1, g) for g in range(n_grids)]
+    grid_images = torch.stack([_to_tensor(g.image) for g in grids])
+    figure_maps: dict[str, list[np.ndarray]] = {}
+
+    total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (2 if photos else 0)
+    bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
+    for name in models:
+        spec = load_model(name)
+        explainer = Explainer(spec)
+        predict = _predictor(spec)
+        accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(images), labels)]))
+        report.rows[f"{name} (accuracy {accuracy:.1%} on these images)"]  # a header row
+        plain_maps: dict[str, list] = {}
+        for method in PLAIN[name]:
+            row = f"{name} / {method}"
+            explanations = _maps(explainer, images, [ExplainRequest(method, target=y) for y in labels])
+            plain_maps[method] = explanations
+            for f, image, e in zip(flowers, images, explanations):
+                report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
+                report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
+                _faithfulness(report, row, predict, image, e.heatmap, f.label, steps)
+            cells = [(g, c) for g in range(n_grids) for c in range(4)]
+            grid_maps = _maps(explainer, grid_images[[g for g, _ in cells]], [ExplainRequest(method, target=grids[g].labels[c]) for g, c in cells])
+            for (g, c), e in zip(cells, grid_maps):
+                saliency = e.contributions if e.contributions is not None else e.heatmap
+                report.rows[row]["grid PG"].append(metrics.grid_pointing_game(saliency, c))
+            figure_maps[row] = [e.heatmap for e in explanations[:3]]
+            if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
+                figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
+            bar.update()
+        for plain, contrastive in CONTRASTIVE[name]:
+            key = f"{name} | {plain} of P | {contrastive} P vs Q"
+            rows_, requests, masks, parts = [], [], [], []
+            for k, f in enumerate(flowers):
+                for q in one_part_contrasts(f.label):
+                    rows_.append(k)
+                    requests.append(ExplainRequest(contrastive, target=f.label, contrast=q))
+                    masks.append(f.contrast_mask(q))
+                    parts.append(differing_part(f.label, q))
+            explanations = _maps(explainer, images[rows_], requests)
+            for k, e, mask, part in zip(rows_, explanations, masks, parts):
+                a = metrics.energy_pointing_game(plain_maps[plain][k].heatmap, mask)
+                b = metrics.energy_pointing_game(e.heatmap, mask)
+                report.pairs[key]["plain"].append(a)
+                report.pairs[key]["contrastive"].append(b)
+                report.pairs[key][f"plain {part}"].append(a)
+                report.pairs[key][f"contrastive {part}"].append(b)
+            # the figure's contrastive column: each of the first three images against its petals contrast
+            figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(3)]
+            bar.update()
+
+    if photos:
+        _photos(report, bar, steps)
+    bar.close()
+    if figure is not None:
+        _figure(figure, flowers[:3], figure_maps)
+    return report
+
+
+def _photos(report: Report, bar, steps: int) -> None:
+    from whyserve.photos import photo_path
+
+    spec = load_model("efficientnet_lite0")
+    explainer = Explainer(spec)
+    predict = _predictor(spec)
+    views = []
+    for name in PHOTOS:
+        try:
+            views.append(spec.preprocess(Image.open(photo_path(name))))
+        except FileNotFoundError:
+            continue
+    if not views:
+        bar.update(2)
+        return
+    x = torch.stack(views)
+    targets = [int(p.argmax()) for p in predict(x)]
+    for method, request in (("gradcam", {}), ("scorecam (64 channels)", {"channels": 64})):
+        row = f"efficientnet_lite0 / {method}, real photos"
+        name = method.split()[0]
+        explanations = _maps(explainer, x, [ExplainRequest(name, target=t, **request) for t in targets], chunk=5)
+        for image, e, t in zip(x, explanations, targets):
+            _faithfulness(report, row, predict, image, e.heatmap, t, steps)
+        bar.update()
+
+
+def _figure(path: Path, flowers, maps: dict[str, list[np.ndarray]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = ["image", "ground-truth parts"] + list(maps)
+    fig, axes = plt.subplots(len(flowers), len(columns), figsize=(1.9 * len(columns), 2.1 * len(flowers)), squeeze=False)
+    part_colours = {"petals": (1.0, 0.3, 0.3), "centre": (1.0, 0.9, 0.2), "leaves": (0.3, 0.9, 0.3), "stem": (0.5, 0.4, 0.3)}
+    for r, f in enumerate(flowers):
+        truth = np.zeros((*f.image.shape[:2], 3))
+        for part, colour in part_colours.items():
+            truth[f.masks[part]] = colour
+        panels = [f.image, truth] + [maps[c][r] for c in maps]
+        for c, (title, panel) in enumerate(zip(columns, panels)):
+            ax = axes[r][c]
+            if panel.ndim == 2:
+                ax.imshow(f.image, alpha=0.35)
+                ax.imshow(panel, cmap="jet", alpha=0.65, vmin=0, vmax=1)
+            elif panel.shape[-1] == 4:  # RGBA over white, as the B-cos papers show it
+                ax.imshow(np.ones_like(panel[..., :3]))
+                ax.imshow(panel)
+            else:
+                ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title.replace(" / ", "\n"), fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
