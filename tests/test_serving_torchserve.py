@@ -198,3 +198,16 @@ def test_served_heatmap_equals_the_engine_heatmap(url, chelsea, effnet, effnet_e
 def test_model_api_is_off_and_management_describes(server):
     assert requests.post(f"{server.management_url}/models", params={"url": "x.mar"}, timeout=10).status_code == 405
     assert requests.delete(f"{server.management_url}/models/{MODEL}", timeout=10).status_code == 405
+
+
+def test_whyserve_client_writes_the_overlay(url, tmp_path, capsys):
+    from whyserve.cli import main
+
+    assert main(["client", "chelsea", "--url", url, "--method", "contrastive", "--contrast", "Egyptian cat", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "contrastive: why" in printed and "rather than Egyptian cat?" in printed
+    overlay = Image.open(tmp_path / "chelsea_overlay.png")
+    assert overlay.format == "PNG" and overlay.width > 224  # the 224 crop plus a colour bar
+    assert Image.open(tmp_path / "chelsea_heatmap.png").size == (224, 224)
+    assert main(["client", "chelsea", "--url", url, "--target", "9999", "--out", str(tmp_path)]) == 1
+    assert "HTTP 400: target: class index 9999 is out of range" in capsys.readouterr().err
