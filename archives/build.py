@@ -36,6 +36,14 @@ def weights_file(model: str) -> Path | None:
     return None
 
 
+def onnx_file(model: str, layer: str | None, folder: Path) -> Path:
+    """The model exported to ONNX (outputs logits and activations), for backend onnxruntime."""
+    from whyserve.models import load_model
+    from whyserve.onnx_runtime import export_onnx
+
+    return export_onnx(load_model(model), folder / f"{model}.onnx", layer)
+
+
 def available() -> list[str]:
     return sorted(p.parent.name for p in ARCHIVES.glob("*/model-config.yaml"))
 
@@ -59,12 +67,17 @@ def build(
         config["batchSize"] = batch_size
     if max_batch_delay is not None:
         config["maxBatchDelay"] = max_batch_delay
-    weights = weights_file(config.get("handler", {}).get("model", model))
+    settings = config.get("handler", {})
     export_path.mkdir(parents=True, exist_ok=True)
+    if settings.get("backend") == "onnxruntime":
+        weights = onnx_file(settings.get("model", model), settings.get("layer"), Path(tempfile.mkdtemp()))
+    else:
+        weights = weights_file(settings.get("model", model))
     target = export_path / f"{name}.mar"
     stamp = export_path / f".{name}.inputs"
     digest = hashlib.sha256()
-    for part in (yaml.safe_dump(config).encode(), handler.read_bytes(), str(weights).encode(), VERSION.encode()):
+    inputs = weights.read_bytes() if weights is not None and weights.suffix == ".onnx" else str(weights).encode()
+    for part in (yaml.safe_dump(config).encode(), handler.read_bytes(), inputs, VERSION.encode()):
         digest.update(part)
     if target.exists() and not force and stamp.exists() and stamp.read_text() == digest.hexdigest():
         print(f"{target} is up to date")

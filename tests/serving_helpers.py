@@ -17,13 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "efficientnet_lite0"
 
 
-def start_server(tmp_path_factory, config: str, build_options: tuple[str, ...] = (), **start_options) -> launcher.TorchServe:
-    """The real archive built by archives/build.py into a temporary model store, served by a
+def start_server(
+    tmp_path_factory,
+    config: str,
+    build_options: tuple[str, ...] = (),
+    models: tuple[str, ...] = (MODEL,),
+    **start_options,
+) -> launcher.TorchServe:
+    """The real archives built by archives/build.py into a temporary model store, served by a
     TorchServe started with ``configs/<config>`` on free loopback ports; waits until READY."""
     store = tmp_path_factory.mktemp("model_store")
-    build = [sys.executable, str(ROOT / "archives" / "build.py"), MODEL, "--export-path", str(store), *build_options]
+    build = [sys.executable, str(ROOT / "archives" / "build.py"), *models, "--export-path", str(store), *build_options]
     subprocess.run(build, check=True, capture_output=True)
-    server = launcher.start(store, [MODEL], ROOT / "configs" / config, tmp_path_factory.mktemp("torchserve"), **start_options)
+    server = launcher.start(store, list(models), ROOT / "configs" / config, tmp_path_factory.mktemp("torchserve"), **start_options)
     try:
         server.wait_ready(timeout=240)
     except BaseException:

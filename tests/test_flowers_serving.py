@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from serving_helpers import ROOT, encoded
+from serving_helpers import encoded, start_server
 from whyserve.data.flowers import CLASS_NAMES, make_flower
-from whyserve.serving import launcher
 
 pytestmark = pytest.mark.slow
 MODELS = ["flowers_cnn", "flowers_bcos"]
@@ -22,14 +19,7 @@ MODELS = ["flowers_cnn", "flowers_bcos"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    store = tmp_path_factory.mktemp("model_store")
-    subprocess.run([sys.executable, str(ROOT / "archives" / "build.py"), *MODELS, "--export-path", str(store)], check=True, capture_output=True)
-    ts = launcher.start(store, MODELS, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("torchserve"))
-    try:
-        ts.wait_ready(timeout=240)
-    except BaseException:
-        ts.stop()
-        raise
+    ts = start_server(tmp_path_factory, "local.properties", models=tuple(MODELS))
     yield ts
     ts.stop()
 

@@ -299,8 +299,10 @@ def build_response(
     options: ServeOptions,
     class_names: tuple[str, ...] | None,
     view: Image.Image | None = None,
+    backend: str | None = None,
 ) -> dict:
-    """The response object of DESIGN.md; ``explanation`` is a ``whyserve.Explanation`` or None."""
+    """The response object of DESIGN.md; ``explanation`` is a ``whyserve.Explanation`` or None.
+    ``backend`` says what ran it, e.g. ``torch:cpu`` or ``onnxruntime:CUDAExecutionProvider``."""
     if explanation is None:
         return {"predictions": predictions, "explanation": None}
     heatmap = explanation.heatmap
@@ -310,6 +312,8 @@ def build_response(
         "contrast": _class(explanation.contrast, class_names),
         "layer": explanation.layer,
     }
+    if backend is not None:
+        body["backend"] = backend
     if "heatmap" in options.outputs:
         body["heatmap"] = {
             "encoding": "png;base64",

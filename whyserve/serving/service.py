@@ -49,6 +49,8 @@ class ServingConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_response_bytes: int = 1_000_000
     torch_threads: int | None = None  # intra-op threads of this process; None: torch's default
+    backend: str = "torch"  # or "onnxruntime": ``weights`` is then an .onnx from `whyserve export-onnx`
+    onnx_threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> ServingConfig:
@@ -87,8 +89,8 @@ class ExplainService:
             # Process-wide. With other busy processes on the same cores, more threads than the
             # cores left make every forward wait on descheduled threads (measured: 40x slower).
             torch.set_num_threads(int(config.torch_threads))
-        self.spec = load_model(config.model, config.weights)
-        self.explainer = Explainer(self.spec, layer=config.layer, scorecam_chunk=config.scorecam_chunk)
+        self.explainer = self._explainer(config)
+        self.spec = self.explainer.spec
         methods = config.methods or self.spec.methods
         unsupported = [m for m in methods if m not in self.spec.methods]
         if unsupported:
@@ -97,6 +99,21 @@ class ExplainService:
         parse_channels(config.scorecam_channels)
         if config.default_method not in (*self.methods, "none"):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
+
+    @staticmethod
+    def _explainer(config: ServingConfig) -> Explainer:
+        if config.backend == "torch":
+            spec = load_model(config.model, config.weights)
+            return Explainer(spec, layer=config.layer, scorecam_chunk=config.scorecam_chunk)
+        if config.backend == "onnxruntime":
+            from whyserve.onnx_runtime import OrtExplainer, create_session
+
+            if not config.weights:
+                raise ValueError("backend onnxruntime needs the .onnx file as the archive's serialized file")
+            session = create_session(config.weights, config.onnx_threads)
+            # The PyTorch model is only built for its preprocessing and class names.
+            return OrtExplainer(load_model(config.model), session, scorecam_chunk=config.scorecam_chunk)
+        raise ValueError(f"unknown backend {config.backend!r}; known: torch, onnxruntime")
 
     def handle(self, requests: list[tuple[Mapping[str, object], Mapping[str, object]]]) -> list[Reply]:
         """``requests``: (fields, headers) per request; returns one ``Reply`` per request."""
@@ -173,7 +190,9 @@ class ExplainService:
         for row, item in enumerate(batch):
             explanation = result.explanations[row]
             predictions = result.topk(row, item.options.topk, self.spec.class_names)
-            body = build_response(predictions, explanation, item.options, self.spec.class_names, item.view)
+            body = build_response(
+                predictions, explanation, item.options, self.spec.class_names, item.view, result.backend
+            )
             text = json.dumps(body, separators=(",", ":"))
             if len(text) > self.config.max_response_bytes:
                 replies.append(
