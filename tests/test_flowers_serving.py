@@ -54,6 +54,18 @@ def test_bcos_archive_serves_bcos_maps_by_default(server, flower):
     assert h[f.flower_mask].sum() / h.sum() > 2 * f.flower_mask.mean()
 
 
+def test_bcos_archive_answers_why_p_rather_than_q(server, flower):
+    f, image = flower
+    reply = post(server, "flowers_bcos", image, contrast=CLASS_NAMES[4])
+    assert reply.status_code == 200, reply.text
+    explanation = reply.json()["explanation"]
+    assert explanation["method"] == "bcos" and explanation["contrast"]["index"] == 4
+    plain = heatmap(post(server, "flowers_bcos", image).json())
+    assert np.abs(heatmap(reply.json()).astype(float) - plain).max() > 10  # a different question
+    same = post(server, "flowers_bcos", image, target=5, contrast=5)
+    assert same.status_code == 400 and "equals the target" in same.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("model, method", [("flowers_cnn", "gradcam"), ("flowers_cnn", "scorecam"), ("flowers_bcos", "gradcam")])
 def test_cam_methods_on_both_archives(server, flower, model, method):
     reply = post(server, model, flower[1], method=method, target=CLASS_NAMES[1])

@@ -154,7 +154,8 @@ def test_response_schema_is_the_design_one(service, chelsea_png):
     assert len(body["predictions"]) == 5 and body["predictions"][0]["index"] in CAT_CLASSES
     assert set(body["predictions"][0]) == {"index", "label", "probability"}
     explanation = body["explanation"]
-    assert set(explanation) == {"method", "target", "contrast", "layer", "heatmap", "overlay", "values", "timing_ms"}
+    assert set(explanation) == {"method", "target", "contrast", "layer", "backend", "heatmap", "overlay", "values", "timing_ms"}
+    assert explanation["backend"] == "torch:cpu"
     assert explanation["method"] == "gradcam" and explanation["contrast"] is None and explanation["layer"] == "head_act"
     assert explanation["target"]["index"] == body["predictions"][0]["index"]
     heatmap = explanation["heatmap"]

@@ -11,7 +11,7 @@ import torch
 
 from whyserve.errors import InvalidOption
 from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_layer
-from whyserve.methods import GRADIENT_METHODS, Explanation
+from whyserve.methods import CONTRAST_METHODS, GRADIENT_METHODS, Explanation
 from whyserve.methods import bcos as bcos_method
 from whyserve.methods.base import scale_cams, weighted_cam
 from whyserve.methods.scorecam import WEIGHTINGS, scorecam_weights
@@ -189,8 +189,8 @@ class Explainer:
         return resolve_class(request.target, "target", output.numel(), self.spec.class_names)
 
     def _resolve_contrast(self, request: ExplainRequest) -> int | float:
-        if request.method not in ("contrastive", "bcos"):
-            raise InvalidOption("contrast", f"method {request.method!r} takes no contrast", ["contrastive", "bcos"])
+        if request.method not in CONTRAST_METHODS:
+            raise InvalidOption("contrast", f"method {request.method!r} takes no contrast", CONTRAST_METHODS)
         if self.spec.task == "regression":
             try:
                 return float(request.contrast)

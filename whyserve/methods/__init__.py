@@ -8,5 +8,6 @@ from whyserve.methods.gradcam import GradCAM
 # and whyserve.methods.bcos (B-cos models only: ModelSpec.methods says which model has it).
 GRADIENT_METHODS: dict[str, GradientMethod] = {m.name: m for m in (GradCAM(), Contrastive())}
 METHODS: tuple[str, ...] = ("gradcam", "contrastive", "scorecam", "bcos")
+CONTRAST_METHODS: tuple[str, ...] = ("contrastive", "bcos")  # the methods that take a contrast
 
-__all__ = ["Explanation", "GRADIENT_METHODS", "GradientMethod", "METHODS"]
+__all__ = ["CONTRAST_METHODS", "Explanation", "GRADIENT_METHODS", "GradientMethod", "METHODS"]

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from whyserve.engine import ExplainRequest
+from whyserve.methods import CONTRAST_METHODS
 from whyserve.methods.scorecam import WEIGHTINGS
 from whyserve.render import encode, heatmap_image, overlay
 
@@ -187,8 +188,9 @@ def parse_options(raw: Mapping[str, object], default_method: str, methods: tuple
 
     target = _class_option(options.get("target"), "target")
     contrast = _class_option(options.get("contrast"), "contrast")
-    if contrast is not None and method != "contrastive":
-        raise ServingError(400, f"contrast: method {method!r} takes no contrast", ["method=contrastive"], "bad_option")
+    if contrast is not None and method not in CONTRAST_METHODS:
+        valid = [f"method={m}" for m in CONTRAST_METHODS]
+        raise ServingError(400, f"contrast: method {method!r} takes no contrast", valid, "bad_option")
 
     weighting = options.get("weighting", "probability")
     if weighting not in WEIGHTINGS:

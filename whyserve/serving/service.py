@@ -16,6 +16,7 @@ from PIL import Image
 
 from whyserve.engine import ExplainRequest, Explainer
 from whyserve.errors import InvalidOption
+from whyserve.methods import CONTRAST_METHODS
 from whyserve.models import load_model
 from whyserve.serving.protocol import (
     DEFAULT_MAX_PIXELS,
@@ -157,13 +158,17 @@ class ExplainService:
         except InvalidOption as error:
             raise ServingError(400, str(error), error.valid, "bad_option") from None
         classes = self.spec.task == "classification"
-        if classes and request.method == "contrastive" and request.target is not None and request.contrast is not None:
+        if classes and request.method in CONTRAST_METHODS and request.target is not None and request.contrast is not None:
             names = self.spec.class_names
             n = len(names) if names is not None else int(self.spec.extra.get("num_outputs", 1))
             if resolve_class(request.target, "target", n, names) == resolve_class(request.contrast, "contrast", n, names):
+                omitted = {
+                    "contrastive": "'why not the target with 100% confidence?'",
+                    "bcos": "the plain B-cos map of the target",
+                }[request.method]
                 raise ServingError(
                     400,
-                    "contrast: equals the target; omit contrast to ask 'why not the target with 100% confidence?'",
+                    f"contrast: equals the target; omit contrast to ask for {omitted}",
                     ["a class other than the target", "no contrast"],
                     "bad_option",
                 )
