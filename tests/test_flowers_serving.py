@@ -56,10 +56,13 @@ def test_bcos_archive_serves_bcos_maps_by_default(server, flower):
 
 def test_bcos_archive_answers_why_p_rather_than_q(server, flower):
     f, image = flower
-    reply = post(server, "flowers_bcos", image, contrast=CLASS_NAMES[4])
+    reply = post(server, "flowers_bcos", image, contrast=CLASS_NAMES[4], outputs="heatmap,bcos_color")
     assert reply.status_code == 200, reply.text
     explanation = reply.json()["explanation"]
     assert explanation["method"] == "bcos" and explanation["contrast"]["index"] == 4
+    color = Image.open(io.BytesIO(base64.b64decode(explanation["bcos_color"]["data"])))
+    assert color.mode == "RGBA" and color.size == (96, 96)
+    assert 0 < np.asarray(color)[..., 3].astype(bool).mean() < 1  # opaque only where W(x) contributes
     plain = heatmap(post(server, "flowers_bcos", image).json())
     assert np.abs(heatmap(reply.json()).astype(float) - plain).max() > 10  # a different question
     same = post(server, "flowers_bcos", image, target=5, contrast=5)

@@ -26,7 +26,7 @@ from whyserve.render import encode, heatmap_image, overlay
 
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
-OUTPUTS = ("heatmap", "overlay", "values")
+OUTPUTS = ("heatmap", "overlay", "values", "bcos_color")
 OPTION_NAMES = ("method", "target", "contrast", "weighting", "channels", "topk", "outputs")
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -337,6 +337,14 @@ def build_response(
             "width": int(values.shape[1]),
             "height": int(values.shape[0]),
             "data": np.round(values, 4).tolist(),
+        }
+    if "bcos_color" in options.outputs and explanation.color_image is not None:
+        rgba = Image.fromarray((np.clip(explanation.color_image, 0.0, 1.0) * 255).round().astype(np.uint8), "RGBA")
+        body["bcos_color"] = {
+            "encoding": "png;base64",
+            "width": rgba.width,
+            "height": rgba.height,
+            "data": base64.b64encode(encode(rgba)).decode("ascii"),
         }
     body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
     return {"predictions": predictions, "explanation": body}
