@@ -73,7 +73,7 @@ class Explainer:
         if request.method not in spec.methods:
             raise InvalidOption("method", f"{request.method!r} is not supported by model {spec.name!r}", spec.methods)
         if request.target is not None:
-            resolve_class(request.target, "target", self._num_outputs, spec.class_names)
+            resolve_class(request.target, "target", self.num_outputs, spec.class_names)
         if request.contrast is not None:
             self._resolve_contrast(request)
         elif request.method == "contrastive" and spec.task == "regression":
@@ -178,7 +178,7 @@ class Explainer:
     # -- helpers -----------------------------------------------------------------------
 
     @property
-    def _num_outputs(self) -> int:
+    def num_outputs(self) -> int:
         if self.spec.class_names is not None:
             return len(self.spec.class_names)
         return int(self.spec.extra.get("num_outputs", 1))
@@ -196,7 +196,7 @@ class Explainer:
                 return float(request.contrast)
             except (TypeError, ValueError):
                 raise InvalidOption("contrast", f"{request.contrast!r} is not a number", ["a real number"]) from None
-        return resolve_class(request.contrast, "contrast", self._num_outputs, self.spec.class_names)
+        return resolve_class(request.contrast, "contrast", self.num_outputs, self.spec.class_names)
 
     def _contrast(self, request: ExplainRequest, target: int) -> int | float | None:
         if request.method == "bcos":  # no contrast: plain B-cos of the target

@@ -159,8 +159,7 @@ class ExplainService:
             raise ServingError(400, str(error), error.valid, "bad_option") from None
         classes = self.spec.task == "classification"
         if classes and request.method in CONTRAST_METHODS and request.target is not None and request.contrast is not None:
-            names = self.spec.class_names
-            n = len(names) if names is not None else int(self.spec.extra.get("num_outputs", 1))
+            names, n = self.spec.class_names, self.explainer.num_outputs
             if resolve_class(request.target, "target", n, names) == resolve_class(request.contrast, "contrast", n, names):
                 omitted = {
                     "contrastive": "'why not the target with 100% confidence?'",
