@@ -178,11 +178,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _channels(value: str) -> int | None:
-    if value == "all":
-        return None
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"{value!r}: use 'all' or a positive integer")
+    from whyserve.serving.protocol import ServingError, parse_channels
+
+    try:
+        return parse_channels(value)
+    except ServingError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
 
 
 def _describe(explanation, class_names) -> str:

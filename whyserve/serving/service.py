@@ -17,6 +17,7 @@ from PIL import Image
 from whyserve.engine import ExplainRequest, Explainer
 from whyserve.errors import InvalidOption
 from whyserve.methods import CONTRAST_METHODS
+from whyserve.methods.scorecam import WEIGHTINGS
 from whyserve.models import load_model
 from whyserve.serving.protocol import (
     DEFAULT_MAX_PIXELS,
@@ -98,6 +99,8 @@ class ExplainService:
             raise ValueError(f"model {config.model!r} does not support {unsupported}; it supports {self.spec.methods}")
         self.methods = tuple(methods)
         parse_channels(config.scorecam_channels)
+        if config.scorecam_weighting not in WEIGHTINGS:
+            raise ValueError(f"scorecam_weighting {config.scorecam_weighting!r} is not one of {WEIGHTINGS}")
         if config.default_method not in (*self.methods, "none"):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
 

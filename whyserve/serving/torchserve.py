@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+from http import HTTPStatus
 
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
 logger = logging.getLogger(__name__)
-
-_PHRASES = {200: "OK", 400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error"}
 
 
 class _Dimension:
@@ -78,7 +77,7 @@ class TorchServeHandler:
         for index, reply in enumerate(replies):
             context.set_response_content_type(index, "application/json")
             if reply.status != 200:
-                context.set_response_status(reply.status, _PHRASES.get(reply.status, "Error"), index)
+                context.set_response_status(reply.status, HTTPStatus(reply.status).phrase, index)
             self._metrics(context, index, reply)
         return [reply.body for reply in replies]
 
