@@ -10,14 +10,7 @@ from whyserve import load_model
 from whyserve.data.flowers import make_flower
 from whyserve.methods.fgvis import FGVisOptions, optimise, references
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The loops run 100s of small passes: with threads contending on a busy CPU they crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from whyserve import load_model
 from whyserve.methods.fgvis import FGVisOptions, optimise
 from whyserve.methods.fgvis_defense import GateActivations, RecordActivations
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class TwoLayer(nn.Module):
     """y = W3 tanh(W2 relu(W1 x + b1) + b2): two nonlinearities, one of them signed."""
