@@ -8,7 +8,7 @@ from PIL import Image
 
 from whyserve import load_model
 from whyserve.data.flowers import make_flower
-from whyserve.methods.fgvis import FGVisOptions, optimise, references
+from whyserve.methods.fgvis import FGVisOptions, optimise, references, to_pixels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,3 +138,12 @@ def test_the_model_is_left_as_found(flowers, flower_batch, mode):
 def test_efficientnet_preprocessed_black_reference(effnet):
     black = _black(effnet)
     assert torch.allclose(black, torch.full_like(black, -127 / 128))
+
+
+@pytest.mark.parametrize("name", ["flowers", "effnet"])
+def test_explanation_images_render_back_to_the_pixels(name, flowers, effnet, photos):
+    spec = flowers if name == "flowers" else effnet
+    view = spec.view(photos["chelsea"])
+    white = spec.normalize(Image.new("RGB", spec.input_size[::-1], (255, 255, 255)))
+    pixels = to_pixels(spec.normalize(view)[None], _black(spec), white)[0]
+    np.testing.assert_array_equal(pixels, np.asarray(view))

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
@@ -81,6 +81,14 @@ def references(kind: list[str], images: torch.Tensor, black: torch.Tensor) -> to
         elif k == "mean":
             out[i] = images[i].mean(dim=(1, 2), keepdim=True).expand_as(images[i])
     return out
+
+
+def to_pixels(explanations: torch.Tensor, black: torch.Tensor, white: torch.Tensor) -> np.ndarray:
+    """e (B, C, H, W) back to 8-bit RGB (B, H, W, 3), for a per-channel affine preprocessing
+    whose images of all-black and all-white pixels are ``black`` and ``white`` (C, H, W)."""
+    low, high = black.to(explanations)[:, :1, :1], white.to(explanations)[:, :1, :1]
+    pixels = (explanations - low) / (high - low) * 255
+    return pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @contextmanager
