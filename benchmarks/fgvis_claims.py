@@ -85,14 +85,14 @@ def pointing(n: int) -> list[str]:
     return rows
 
 
-def defense(n: int) -> list[str]:
+def defense(n: int, n_present: int) -> list[str]:
     _, x, labels = flowers(n, seed=200)
     cnn = load_model("flowers_cnn")
     absent = [label ^ 7 for label in labels]
     rows = ["| preservation target | defense | share with p(e) > 0.5 | mean p(e) | n |", "|---|---|---:|---:|---:|"]
-    for name, targets in (("absent class (label ^ 7)", absent), ("present class", labels)):
+    for name, count, targets in (("absent class (label ^ 7)", n, absent), ("present class", n_present, labels)):
         for on in (True, False):
-            _, p = fgvis(cnn, x, targets, game="preservation", defense=on)
+            _, p = fgvis(cnn, x[:count], targets[:count], game="preservation", defense=on)
             rows.append(f"| {name} | {'on' if on else 'off'} | {np.mean(p > 0.5):.3f} | {p.mean():.3f} | {len(p)} |")
     return rows
 
@@ -209,6 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--n-defense", type=int, default=64)
+    parser.add_argument("--n-present", type=int, default=16)
     parser.add_argument("--n-adv", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=["pointing", "defense", "adversarial", "photos", "randomisation"])
@@ -216,7 +217,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     claims = {
         "pointing": lambda: pointing(args.n),
-        "defense": lambda: defense(args.n_defense),
+        "defense": lambda: defense(args.n_defense, args.n_present),
         "adversarial": lambda: adversarial(args.n_adv),
         "photos": photos,
         "randomisation": lambda: randomisation(args.n // 2),
