@@ -23,7 +23,8 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from whyserve import ExplainRequest, Explainer, load_model
-from whyserve.onnx_runtime import OrtExplainer, create_session, export_onnx
+from whyserve.backends.ort_backend import OrtBackend
+from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import available_photos, photo_path
 
 WEIGHTING = "channel_softmax"  # the peer's, so the anchor row computes the same map
@@ -48,7 +49,7 @@ def main() -> None:
     torch_explainer = Explainer(spec, scorecam_chunk=16)
     eager = Explainer(spec, scorecam_chunk=1)
     with tempfile.TemporaryDirectory() as tmp:
-        ort_explainer = OrtExplainer(spec, create_session(export_onnx(spec, Path(tmp) / "m.onnx"), args.threads), 16)
+        ort_explainer = Explainer(spec, backend=OrtBackend(create_session(export_onnx(spec, Path(tmp) / "m.onnx"), args.threads)))
     photos = {name: spec.preprocess(Image.open(photo_path(name)))[None] for name in available_photos()}
     x = photos[args.photo]
 

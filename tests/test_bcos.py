@@ -95,7 +95,7 @@ def test_bcos_on_a_model_without_it_names_the_models_methods():
 
 def test_contrast_is_refused_for_methods_without_one(bcos):
     with pytest.raises(InvalidOption) as error:
-        Explainer(bcos).validate(ExplainRequest("gradcam", contrast=1))
+        Explainer(bcos).resolve(ExplainRequest("gradcam", contrast=1))
     assert error.value.option == "contrast" and "bcos" in error.value.valid
     with pytest.raises(InvalidOption):
-        Explainer(bcos).validate(ExplainRequest("bcos", contrast="no such class"))
+        Explainer(bcos).resolve(ExplainRequest("bcos", contrast="no such class"))
