@@ -7,8 +7,9 @@
 
 Each archive holds the one handler (handlers/whyserve_handler.py; the model comes from
 model-config.yaml's handler.model), its model-config.yaml and the model's weights (from the
-model registry, ``whyserve.models.weights_file``; an .onnx export for backend onnxruntime). The serving environment must have whyserve installed (pip install
-'whyserve[serve]'): the handler imports it. Rebuilds only when an input changed (-f forces).
+model registry, ``whyserve.models.weights_file``; an .onnx export for backend onnxruntime).
+The serving environment must have whyserve installed (pip install 'whyserve[serve]'): the
+handler imports it. Rebuilds only when an input changed (-f forces).
 """
 
 from __future__ import annotations

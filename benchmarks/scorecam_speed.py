@@ -22,7 +22,7 @@ from PIL import Image
 from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from whyserve import ExplainRequest, Explainer, load_model
+from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.backends.ort_backend import OrtBackend
 from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import available_photos, photo_path

@@ -111,7 +111,10 @@ def main() -> int:
         try:
             server.wait_ready(300)
             threads = args.threads or "default"
-            print(f"TorchServe 0.12 on {server.inference_url}; worker threads: {threads}; {args.requests} requests per row; chelsea.png (451x300)\n")
+            print(
+                f"TorchServe 0.12 on {server.inference_url}; worker threads: {threads}; "
+                f"{args.requests} requests per row; chelsea.png (451x300)\n"
+            )
             run(server.inference_url, names, concurrency, args.requests)
         finally:
             server.stop()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from whyserve import ExplainRequest, Explainer, InvalidOption, load_model
+from whyserve import Explainer, ExplainRequest, InvalidOption, load_model
 from whyserve.data.flowers import as_arrays, generate, one_part_contrasts
 
 
@@ -62,7 +62,6 @@ def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
     x, labels = batch
     model = bcos.module
     encoded = torch.cat([x[:1], 1 - x[:1]], 1).requires_grad_(True)
-    captured = {}
     handle = model.add_inverse.register_forward_hook(lambda m, i, o: encoded)
     with model.explanation_mode():
         out = model(x[:1])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from whyserve import ExplainRequest, Explainer, InvalidOption, ModelSpec
+from whyserve import Explainer, ExplainRequest, InvalidOption, ModelSpec
 
 
 def _reference_layer_map(model, layer, x, objectives):

@@ -95,3 +95,16 @@ def test_its_option_is_checked_by_the_method_and_listed_by_the_protocol(service,
     assert bad.status == 400 and json.loads(bad.body)["error"]["valid"] == ["1", "2", "3"]
     assert wrong_method.status == 400 and json.loads(wrong_method.body)["error"]["valid"] == ["method=toy_power"]
     assert "toy_power" in service.methods and "toy_power" in service.spec.methods
+
+
+def test_gradient_and_gradient_free_methods_share_a_batch_outside_inference_mode(service, flower):
+    # Before the registry, Score-CAM ran with the grad mode the capture hook had turned on, so a
+    # batch mixing it with Grad-CAM raised (outside inference mode, as the service runs) and the
+    # service retried it one request at a time.
+    x = service.spec.preprocess(Image.fromarray(flower.image))[None].repeat(3, 1, 1, 1)
+    requests = [ExplainRequest("gradcam"), ExplainRequest("scorecam"), ExplainRequest("toy_power", power=2)]
+    together = service.explainer.explain(x, requests).explanations
+    alone = [service.explainer.explain(x[:1], [r]).explanations[0] for r in requests]
+    assert [e.method for e in together] == ["gradcam", "scorecam", "toy_power"]
+    for a, b in zip(together, alone):
+        assert np.abs(a.heatmap - b.heatmap).max() <= 1e-5

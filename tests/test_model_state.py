@@ -8,7 +8,7 @@ import psutil
 import pytest
 import torch
 
-from whyserve import ExplainRequest, Explainer
+from whyserve import Explainer, ExplainRequest
 
 ALL_METHODS = ["gradcam", "contrastive", "scorecam"]
 

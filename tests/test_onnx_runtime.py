@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from whyserve import ExplainRequest, Explainer, InvalidOption
+from whyserve import Explainer, ExplainRequest, InvalidOption
 from whyserve.backends.ort_backend import OrtBackend
 from whyserve.onnx_runtime import InvalidOnnxModel, create_session, export_onnx, session_metadata
 

@@ -13,7 +13,15 @@ from PIL import Image
 from conftest import CAT_CLASSES
 from serving_helpers import corrupt_jpeg, encoded, gif, png_bomb, truncated_jpeg
 from whyserve import ExplainRequest
-from whyserve.serving import ExplainService, RequestDefaults, ServingConfig, ServingError, decode_image, parse_options, parse_payload
+from whyserve.serving import (
+    ExplainService,
+    RequestDefaults,
+    ServingConfig,
+    ServingError,
+    decode_image,
+    parse_options,
+    parse_payload,
+)
 from whyserve.serving.protocol import header_options
 from whyserve.serving.torchserve import TorchServeHandler
 
@@ -284,5 +292,8 @@ def test_the_whyserve_package_never_imports_torchserve():
     import subprocess
     import sys
 
-    code = "import sys, whyserve, whyserve.serving.torchserve, whyserve.serving.launcher, whyserve.cli; print(sorted(m for m in sys.modules if m == 'ts' or m.startswith('ts.')))"
+    code = (
+        "import sys, whyserve, whyserve.serving.torchserve, whyserve.serving.launcher, whyserve.cli; "
+        "print(sorted(m for m in sys.modules if m == 'ts' or m.startswith('ts.')))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
 from whyserve.methods import all_methods, method_names
 from whyserve.methods.scorecam import WEIGHTINGS, parse_channels

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from whyserve.errors import InvalidOption
-from whyserve.methods.registry import register
 from whyserve.methods.base import ResolvedRequest
 from whyserve.methods.gradient import GradientMethod
+from whyserve.methods.registry import register
 from whyserve.models import ModelSpec
 
 

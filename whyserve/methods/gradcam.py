@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from whyserve.methods.registry import register
 from whyserve.methods.gradient import GradientMethod
+from whyserve.methods.registry import register
 
 
 @register

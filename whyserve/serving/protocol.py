@@ -2,8 +2,9 @@
 
 A request arrives as *fields* (the body, or the parts of a multipart form) and *headers*;
 ``parse_payload`` turns them into image bytes and raw options, ``parse_options`` into the
-engine's ``ExplainRequest`` and the response's ``ServeOptions`` (with the model's ``RequestDefaults``), ``decode_image`` into a PIL image (with a pixel limit against decompression
-bombs). ``build_response`` and ``error_body`` make the JSON the client gets.
+engine's ``ExplainRequest`` and the response's ``ServeOptions`` (with the model's
+``RequestDefaults``), ``decode_image`` into a PIL image (with a pixel limit against
+decompression bombs). ``build_response`` and ``error_body`` make the JSON the client gets.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from whyserve.backends import open_backend
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
 from whyserve.methods import ResolvedRequest
 from whyserve.models import load_model
