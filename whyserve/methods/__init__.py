@@ -1,7 +1,7 @@
 """The explanation methods, by the name a request uses (see ``whyserve.methods.registry``).
 
-A new method is one file here: a ``Method`` subclass decorated with ``@register`` (and its
-module name in ``registry.BUILTIN`` when it ships with whyserve)."""
+A new method is one file here: a ``Method`` subclass decorated with ``@register`` (every
+module of this package is imported when the registry is first read)."""
 
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
 from whyserve.methods.registry import REGISTRY, all_methods, get_method, method_names, register

@@ -7,12 +7,18 @@ are all read from here, so a new method is one file with ``@register`` on its cl
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from pathlib import Path
 
 from whyserve.errors import InvalidOption
 from whyserve.methods.base import Method
 
 REGISTRY: dict[str, Method] = {}
-BUILTIN = ("gradcam", "contrastive", "scorecam", "bcos")  # modules under whyserve/methods/
+# The listing order of the first methods; any other module under whyserve/methods/ is imported
+# after them (so a new method is its one file), except these helpers.
+BUILTIN = ("gradcam", "contrastive", "scorecam", "bcos")
+_HELPERS = frozenset({"base", "gradient", "registry"})
+_loaded = False
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -41,6 +47,11 @@ def all_methods() -> tuple[Method, ...]:
 
 
 def _import_builtin() -> None:
-    # Imported lazily (the method modules import this one); this order is the listing order.
-    for module in BUILTIN:
+    # Imported lazily, once: the method modules import this one.
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    found = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])} - _HELPERS - set(BUILTIN)
+    for module in (*BUILTIN, *sorted(found)):
         importlib.import_module(f"whyserve.methods.{module}")
