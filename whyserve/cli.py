@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _methods_help() -> str:
-    return "; ".join(f"{m.name}: {m.help}" for m in all_methods())
+    return "; ".join(f"{m.name}: {m.help}" for m in all_methods()).replace("%", "%%")  # argparse formats help with %
 
 
 def _add_explain(commands) -> None:
