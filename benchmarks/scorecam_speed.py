@@ -81,12 +81,12 @@ def main() -> None:
         peer = ScoreCAM(model=spec.module, target_layers=[spec.module.head_act])
         peer.batch_size = 16
         target = int(torch_explainer.predict(x).argmax())
-        rows.append(
-            ("pytorch-grad-cam ScoreCAM (anchor)", _timed(lambda: peer(x, [ClassifierOutputTarget(target)]))[0], None)
-        )
+        rows.append(("pytorch-grad-cam ScoreCAM (anchor)", _timed(lambda: peer(x, [ClassifierOutputTarget(target)]))[0], None))
 
-    print(f"Score-CAM ({WEIGHTING}) on EfficientNet-Lite0 head_act (1280x7x7), 224 px, photo {args.photo!r}, "
-          f"{args.threads} threads; corr averaged over {len(photos)} photos\n")
+    print(
+        f"Score-CAM ({WEIGHTING}) on EfficientNet-Lite0 head_act (1280x7x7), 224 px, photo {args.photo!r}, "
+        f"{args.threads} threads; corr averaged over {len(photos)} photos\n"
+    )
     print("| what | s / image | x one forward (same backend) | corr with exact |")
     print("|---|---:|---:|---:|")
     for name, seconds, corr in rows:

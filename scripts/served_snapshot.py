@@ -41,7 +41,9 @@ def _raw(data: bytes, **options: str) -> tuple[dict, dict]:
 
 
 def _json(data: bytes, **options: object) -> tuple[dict, dict]:
-    return {"body": json.dumps({"image": base64.b64encode(data).decode(), **options}).encode()}, {"Content-Type": "application/json"}
+    return {"body": json.dumps({"image": base64.b64encode(data).decode(), **options}).encode()}, {
+        "Content-Type": "application/json"
+    }
 
 
 def _form(data: bytes, **options: object) -> tuple[dict, dict]:

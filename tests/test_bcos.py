@@ -75,7 +75,14 @@ def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
 
 def test_mixed_batch_and_inference_mode(bcos, batch):
     x, labels = batch
-    requests = [ExplainRequest("bcos"), ExplainRequest("gradcam"), None, ExplainRequest("contrastive", contrast=0), ExplainRequest("scorecam"), ExplainRequest("bcos", contrast=1)]
+    requests = [
+        ExplainRequest("bcos"),
+        ExplainRequest("gradcam"),
+        None,
+        ExplainRequest("contrastive", contrast=0),
+        ExplainRequest("scorecam"),
+        ExplainRequest("bcos", contrast=1),
+    ]
     with torch.inference_mode():
         result = Explainer(bcos).explain(x, requests)
     assert result.explanations[2] is None

@@ -12,9 +12,7 @@ from whyserve import ExplainRequest
 
 
 def _whyserve(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "whyserve.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "whyserve.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_explain_prints_top5_and_writes_heatmap_and_overlay(tmp_path):

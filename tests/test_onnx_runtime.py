@@ -42,7 +42,10 @@ def test_onnx_outputs_equal_pytorch_on_real_photos(effnet, effnet_ort, effnet_ba
 
 @pytest.mark.parametrize("weighting", ["probability", "channel_softmax"])
 def test_ort_scorecam_maps_equal_pytorch(effnet, effnet_ort, effnet_batch, weighting):
-    requests = [ExplainRequest("scorecam", weighting=weighting, channels=32), ExplainRequest("scorecam", 504, weighting=weighting, channels=48)]
+    requests = [
+        ExplainRequest("scorecam", weighting=weighting, channels=32),
+        ExplainRequest("scorecam", 504, weighting=weighting, channels=48),
+    ]
     ours = effnet_ort.explain(effnet_batch, requests)
     reference = Explainer(effnet).explain(effnet_batch, requests)
     assert ours.backend == "onnxruntime:CPUExecutionProvider" and reference.backend == "torch:cpu"

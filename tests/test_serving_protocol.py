@@ -42,7 +42,12 @@ def chelsea_png(photos):
 
 
 def test_header_options_are_case_insensitive():
-    headers = {"X-Explain-Method": "contrastive", "x-explain-target": "282", "X-EXPLAIN-CONTRAST": "Egyptian cat", "Accept": "*/*"}
+    headers = {
+        "X-Explain-Method": "contrastive",
+        "x-explain-target": "282",
+        "X-EXPLAIN-CONTRAST": "Egyptian cat",
+        "Accept": "*/*",
+    }
     assert header_options(headers) == {"method": "contrastive", "target": "282", "contrast": "Egyptian cat"}
 
 
@@ -218,7 +223,10 @@ def test_a_bad_request_fails_alone_in_its_batch(service, chelsea_png, photos):
 def test_each_request_in_a_batch_keeps_its_own_target(service, chelsea_png):
     targets = [281, 282, 285, 287, None]
     methods = ["gradcam", "contrastive", "gradcam", "contrastive", "none"]
-    requests = [({"body": chelsea_png}, {"X-Explain-Method": m, **({"X-Explain-Target": str(t)} if t else {})}) for t, m in zip(targets, methods)]
+    requests = [
+        ({"body": chelsea_png}, {"X-Explain-Method": m, **({"X-Explain-Target": str(t)} if t else {})})
+        for t, m in zip(targets, methods)
+    ]
     replies = [_reply_json(r) for r in service.handle(requests)]
     for target, method, body in zip(targets[:4], methods[:4], replies):
         assert body["explanation"]["target"]["index"] == target and body["explanation"]["method"] == method

@@ -55,7 +55,9 @@ def _add_explain(commands) -> None:
 def _add_client(commands) -> None:
     client = commands.add_parser("client", help="ask a running server for a prediction and its explanation")
     client.add_argument("image", help=f"an image file, or a bundled photo: {', '.join(available_photos())}")
-    client.add_argument("--url", default="http://127.0.0.1:8080/predictions/efficientnet_lite0", help="prediction URL of the model")
+    client.add_argument(
+        "--url", default="http://127.0.0.1:8080/predictions/efficientnet_lite0", help="prediction URL of the model"
+    )
     client.add_argument("--method", help=f"{', '.join(method_names())} or none (default: the model's)")
     client.add_argument("--target", help="class index or label to explain (default: top-1)")
     client.add_argument("--contrast", help="contrastive and bcos: the class Q in 'why P, rather than Q?'")
@@ -145,7 +147,11 @@ def _post(args: argparse.Namespace, path: Path) -> dict | None:
     import urllib.error
     import urllib.request
 
-    headers = {"Content-Type": "application/octet-stream", "X-Explain-Outputs": "heatmap,overlay", "X-Explain-Topk": str(args.topk)}
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Explain-Outputs": "heatmap,overlay",
+        "X-Explain-Topk": str(args.topk),
+    }
     for option in ("method", "target", "contrast", "weighting", "channels"):
         if getattr(args, option) is not None:
             headers[f"X-Explain-{option.capitalize()}"] = str(getattr(args, option))
@@ -181,7 +187,13 @@ def _eval(args: argparse.Namespace) -> int:
     from whyserve.eval.report import run
 
     report = run(
-        args.images, args.grids, args.seed, photos=not args.no_photos, figure=args.figure, models=tuple(args.models), steps=args.steps
+        args.images,
+        args.grids,
+        args.seed,
+        photos=not args.no_photos,
+        figure=args.figure,
+        models=tuple(args.models),
+        steps=args.steps,
     )
     print(report.markdown())
     print(f"\nfigure: {args.figure}")

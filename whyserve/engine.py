@@ -33,7 +33,11 @@ class ExplainRequest:
     options: dict[str, object]
 
     def __init__(
-        self, method: str = "gradcam", target: int | str | None = None, contrast: int | str | float | None = None, **options: object
+        self,
+        method: str = "gradcam",
+        target: int | str | None = None,
+        contrast: int | str | float | None = None,
+        **options: object,
     ) -> None:
         self.method, self.target, self.contrast = method, target, contrast
         self.options = {k: v for k, v in options.items() if v is not None}
@@ -59,7 +63,9 @@ class Explainer:
     """Predictions and explanations of a ``ModelSpec``'s model on a backend (default: PyTorch,
     target layer ``layer`` or the spec's); ``scorecam_chunk``: extra images per forward."""
 
-    def __init__(self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 16, backend: Backend | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 16, backend: Backend | None = None
+    ) -> None:
         if scorecam_chunk < 1:
             raise InvalidOption("scorecam_chunk", "must be at least 1", ["a positive integer"])
         self.spec = spec
@@ -86,7 +92,9 @@ class Explainer:
             valid = tuple(self.methods)
             raise InvalidOption("method", f"{request.method!r} is not supported by model {self.spec.name!r}", valid)
         target = None if request.target is None else self._class(request.target, "target")
-        resolved = ResolvedRequest(method, target, self._contrast(method, request.contrast), method.parse_options(request.options))
+        resolved = ResolvedRequest(
+            method, target, self._contrast(method, request.contrast), method.parse_options(request.options)
+        )
         method.check(resolved, self.spec)
         return resolved
 

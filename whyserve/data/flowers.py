@@ -129,7 +129,9 @@ def make_flower(seed: int, index: int, label: int | None = None, size: int = SIZ
     # stem: a thick quadrilateral from the head down
     width = rng.uniform(1.6, 2.6) * s
     foot = head + down * stem_len
-    polygon([tuple(head + side * width), tuple(foot + side * width), tuple(foot - side * width), tuple(head - side * width)], "stem")
+    polygon(
+        [tuple(head + side * width), tuple(foot + side * width), tuple(foot - side * width), tuple(head - side * width)], "stem"
+    )
     _leaves_and_petals(polygon, rng, head, down, side, stem_len, radius, s)
     # centre disk
     polygon(_ellipse(head, radius * rng.uniform(0.32, 0.42), None, 0.0), "centre")

@@ -104,7 +104,9 @@ def _maps(explainer: Explainer, images: torch.Tensor, requests: list[ExplainRequ
 
 def _faithfulness(report: Report, row: str, predict, image: torch.Tensor, heatmap: np.ndarray, target: int, steps: int) -> None:
     report.rows[row]["deletion AUC ↓"].append(metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
-    report.rows[row]["insertion AUC ↑"].append(metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
+    report.rows[row]["insertion AUC ↑"].append(
+        metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
+    )
     drop, increase = metrics.confidence_change(predict, image, heatmap, target)
     report.rows[row]["Avg Drop % ↓"].append(drop)
     report.rows[row]["Incr Conf % ↑"].append(increase)
@@ -170,7 +172,7 @@ def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, 
 
 
 def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, figure_maps: dict, steps: int) -> list:
-    """"Why P?" maps of the true class: localisation, faithfulness and the grid pointing game."""
+    """ "Why P?" maps of the true class: localisation, faithfulness and the grid pointing game."""
     (explainer, predict), row = run, f"{name} / {method}"
     explanations = _maps(explainer, data.images, [ExplainRequest(method, target=f.label) for f in data.flowers])
     for f, image, e in zip(data.flowers, data.images, explanations):

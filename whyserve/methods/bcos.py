@@ -73,8 +73,7 @@ def contributions(
             output = model(images)
             with torch.enable_grad():
                 objective = sum(
-                    output[i, t] - (output[i, q] if q is not None else 0.0)
-                    for i, (t, q) in enumerate(zip(targets, contrasts))
+                    output[i, t] - (output[i, q] if q is not None else 0.0) for i, (t, q) in enumerate(zip(targets, contrasts))
                 )
                 (weights,) = torch.autograd.grad(objective, capture.activations)
     finally:

@@ -80,7 +80,13 @@ class ScoreCAM(Method):
             options = request.options
             activations = batch.activations[i]
             weights = scorecam_weights(
-                batch.backend.masked_forward, batch.images[i], activations, target, options.weighting, batch.chunk, options.channels
+                batch.backend.masked_forward,
+                batch.images[i],
+                activations,
+                target,
+                options.weighting,
+                batch.chunk,
+                options.channels,
             )
             cams.append(weighted_cam(weights[None], activations[None])[0])
             timings.append((time.perf_counter() - start) * 1e3)

@@ -92,10 +92,17 @@ def parse_payload(fields: Mapping[str, object], headers: Mapping[str, object] | 
         options.update({k: v for k, v in body.items() if k != "image"})
         return _image_from_json(body), options
     if isinstance(body, list):
-        raise ServingError(400, "a JSON body must be an object, not an array", ['{"image": "<base64>", "method": ...}'], "bad_json")
+        raise ServingError(
+            400, "a JSON body must be an object, not an array", ['{"image": "<base64>", "method": ...}'], "bad_json"
+        )
     if body is None:
         named = f" (form fields: {', '.join(sorted(map(str, fields)))})" if fields else ""
-        raise ServingError(400, f"the request has no image{named}; raw bytes need an image/* or application/octet-stream Content-Type", _REQUEST_FORMS, "empty_body")
+        raise ServingError(
+            400,
+            f"the request has no image{named}; raw bytes need an image/* or application/octet-stream Content-Type",
+            _REQUEST_FORMS,
+            "empty_body",
+        )
     if not body:
         raise ServingError(400, "the request has no image: the body is empty", _REQUEST_FORMS, "empty_body")
     return bytes(body), options
@@ -127,13 +134,17 @@ def _load_json(raw: bytes) -> object:
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ServingError(400, f"the body is not valid JSON ({error})", ['{"image": "<base64>", "method": ...}'], "bad_json") from None
+        raise ServingError(
+            400, f"the body is not valid JSON ({error})", ['{"image": "<base64>", "method": ...}'], "bad_json"
+        ) from None
 
 
 def _image_from_json(body: dict) -> bytes:
     image = body.get("image")
     if image is None:
-        raise ServingError(400, "the JSON body has no 'image' field", ['{"image": "<base64 of JPEG/PNG/WebP bytes>"}'], "bad_json")
+        raise ServingError(
+            400, "the JSON body has no 'image' field", ['{"image": "<base64 of JPEG/PNG/WebP bytes>"}'], "bad_json"
+        )
     if not isinstance(image, str):
         raise ServingError(400, "'image' must be a base64 string", ["base64 of JPEG/PNG/WebP bytes"], "bad_json")
     if image.startswith("data:") and "," in image:  # data URL
@@ -244,7 +255,9 @@ def _class_option(value: object, name: str) -> int | str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ServingError(400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option")
+        raise ServingError(
+            400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option"
+        )
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return value
@@ -264,7 +277,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ServingError(413, f"the image is a decompression bomb ({error})", [f"at most {max_pixels:,} pixels"], "too_large") from None
+        raise ServingError(
+            413, f"the image is a decompression bomb ({error})", [f"at most {max_pixels:,} pixels"], "too_large"
+        ) from None
     except UnidentifiedImageError:
         raise ServingError(400, "the body is not an image PIL can identify", IMAGE_FORMATS, "not_an_image") from None
     except Exception as error:  # noqa: BLE001 - a malformed header can raise anything
@@ -285,7 +300,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 def _too_large(size: tuple[int, int], max_pixels: int) -> ServingError:
     what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
-    return ServingError(413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large")
+    return ServingError(
+        413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large"
+    )
 
 
 # -- responses -------------------------------------------------------------------------------

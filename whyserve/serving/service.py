@@ -104,7 +104,9 @@ class ExplainService:
         methods = config.methods or tuple(self.explainer.methods)
         unsupported = [m for m in methods if m not in self.explainer.methods]
         if unsupported:
-            raise ValueError(f"model {config.model!r} does not support {unsupported}; it supports {tuple(self.explainer.methods)}")
+            raise ValueError(
+                f"model {config.model!r} does not support {unsupported}; it supports {tuple(self.explainer.methods)}"
+            )
         self.methods = tuple(methods)
         if config.default_method not in (*self.methods, NO_EXPLANATION):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
@@ -192,9 +194,7 @@ class ExplainService:
         for row, item in enumerate(batch):
             explanation = result.explanations[row]
             predictions = result.topk(row, item.options.topk, self.spec.class_names)
-            body = build_response(
-                predictions, explanation, item.options, self.spec.class_names, item.view, result.backend
-            )
+            body = build_response(predictions, explanation, item.options, self.spec.class_names, item.view, result.backend)
             text = json.dumps(body, separators=(",", ":"))
             if len(text) > self.config.max_response_bytes:
                 replies.append(
@@ -219,4 +219,3 @@ class ExplainService:
     @staticmethod
     def _error(error: ServingError) -> Reply:
         return Reply(error.status, json.dumps(error_body(error)), error_kind=error.kind)
-

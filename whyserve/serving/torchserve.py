@@ -90,7 +90,9 @@ class TorchServeHandler:
             return
         try:
             if reply.explain_ms is not None:
-                metrics.add_time("ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)])
+                metrics.add_time(
+                    "ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)]
+                )
             if reply.error_kind is not None:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
         except Exception:  # noqa: BLE001 - metrics never fail a request
