@@ -1,12 +1,15 @@
 """FGVis (whyserve.methods.fgvis): the games optimise what they claim, batches keep each
 row's own target and game, and the model is left as found."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from whyserve import load_model
+from whyserve import ExplainRequest, Explainer, InvalidOption, load_model
 from whyserve.data.flowers import make_flower
 from whyserve.methods.fgvis import FGVisOptions, optimise, references, to_pixels
 
@@ -147,3 +150,53 @@ def test_explanation_images_render_back_to_the_pixels(name, flowers, effnet, pho
     white = spec.normalize(Image.new("RGB", spec.input_size[::-1], (255, 255, 255)))
     pixels = to_pixels(spec.normalize(view)[None], _black(spec), white)[0]
     np.testing.assert_array_equal(pixels, np.asarray(view))
+
+
+# -- the registered method (whyserve.methods.fgvis.FGVis) ---------------------------------------
+
+
+def test_fgvis_in_a_mixed_batch_keeps_each_target_and_reports_its_run(flowers, flower_batch):
+    images, labels = flower_batch
+    x = images[[0, 1, 0]]
+    requests = [
+        ExplainRequest("fgvis", target=labels[0], iterations=20),
+        ExplainRequest("gradcam", target=2),
+        ExplainRequest("fgvis", target=3, game="preservation", iterations=8, defense="off", reference="mean"),
+    ]
+    result = Explainer(flowers).explain(x, requests)
+    first, cam, second = result.explanations
+    assert (first.method, first.target, cam.method, cam.target, second.target) == ("fgvis", labels[0], "gradcam", 2, 3)
+    assert first.details["game"] == "deletion" and first.details["defense"] is True and first.details["lambda"] == 1e-5
+    assert second.details == {**second.details, "game": "preservation", "defense": False, "reference": "mean", "iterations": 8}
+    for e in (first, second):
+        assert e.heatmap.shape == (96, 96) and 0 <= e.heatmap.min() and e.heatmap.max() <= 1
+        assert e.image.shape == (96, 96, 3) and e.image.dtype == np.uint8
+    # the explanation image is what the model scores: p(e) as reported
+    with torch.no_grad():
+        p = torch.softmax(flowers.module(flowers.normalize(Image.fromarray(first.image))[None]), 1)[0, labels[0]]
+    assert abs(float(p) - first.details["probability"]) < 0.02  # 8-bit rounding of e
+    assert first.details["probability"] < 0.5
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [({"game": "hide"}, "game"), ({"iterations": 0}, "iterations"), ({"iterations": "many"}, "iterations"),
+     ({"defense": "maybe"}, "defense"), ({"lambda": -1}, "lambda"), ({"reference": "white"}, "reference"),
+     ({"lr": "nan"}, "lr"), ({"weighting": "probability"}, "weighting")],
+)  # fmt: skip
+def test_bad_fgvis_options_name_the_option(flowers, options, name):
+    with pytest.raises(InvalidOption) as error:
+        Explainer(flowers).resolve(ExplainRequest("fgvis", **options))
+    assert error.value.option == name
+
+
+def test_whyserve_explain_method_fgvis_writes_the_explanation_image(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "whyserve.cli", "explain", "chelsea", "--model", "flowers_cnn", "--method", "fgvis",
+         "--game", "preservation", "--iterations", "5", "--defense", "off", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "fgvis: why" in run.stdout
+    for suffix, size in (("heatmap", (96, 96)), ("explanation", (96, 96))):
+        assert Image.open(tmp_path / f"chelsea_{suffix}.png").size == size

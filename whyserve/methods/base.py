@@ -37,6 +37,10 @@ class Explanation:
     # the logit (or logit difference), and the RGBA colour image (H, W, 4) in [0, 1].
     contributions: np.ndarray | None = None
     color_image: np.ndarray | None = None
+    # FGVis only (whyserve.methods.fgvis): the explanation image e as 8-bit RGB (H, W, 3), a valid
+    # model input; ``details``: method facts the response reports (game, iterations, p(e), ...).
+    image: np.ndarray | None = None
+    details: dict[str, object] = field(default_factory=dict)
 
 
 class Needs(enum.Enum):

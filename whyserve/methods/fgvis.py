@@ -22,17 +22,25 @@ given back their flags after).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from whyserve.errors import InvalidOption
 from whyserve.layers import eval_mode
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
 from whyserve.methods.fgvis_defense import GateActivations, RecordActivations
+from whyserve.methods.registry import register
+
+if TYPE_CHECKING:
+    from whyserve.models import ModelSpec
 
 NAME = "fgvis"
 GAMES = ("deletion", "preservation")
@@ -198,3 +206,93 @@ class _Loop:
             return False
         self.since_best[i] += 1
         return self.since_best[i] >= STALL_PATIENCE
+
+
+MAX_ITERATIONS = 2000
+_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def _number(raw: Mapping[str, object], name: str, cast: type, low: float, high: float, default: object) -> object:
+    value = raw.get(name, default)
+    if value is None:
+        return None
+    valid = [f"{cast.__name__} from {low:g} to {high:g}"]
+    try:
+        if isinstance(value, bool) or (cast is int and isinstance(value, float)):
+            raise ValueError
+        number = cast(value)
+    except (TypeError, ValueError):
+        raise InvalidOption(name, f"{value!r} is not a{'n integer' if cast is int else ' number'}", valid) from None
+    if not (low <= number <= high) or number != number:  # NaN fails both
+        raise InvalidOption(name, f"{number!r} is out of range", valid)
+    return number
+
+
+def _choice(raw: Mapping[str, object], name: str, valid: tuple[str, ...], default: str) -> str:
+    value = raw.get(name, default)
+    if not isinstance(value, str) or value.strip().lower() not in valid:
+        raise InvalidOption(name, f"{value!r} is not one of {', '.join(valid)}", valid)
+    return value.strip().lower()
+
+
+def _switch(raw: Mapping[str, object], name: str, default: bool) -> bool:
+    value = raw.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _SWITCH:
+        return _SWITCH[value.strip().lower()]
+    raise InvalidOption(name, f"{value!r} is not on or off", ["on", "off"])
+
+
+def _constant_image(spec: ModelSpec, value: int) -> torch.Tensor:
+    """The model's input for an image whose every pixel is (value, value, value)."""
+    return spec.normalize(Image.new("RGB", spec.input_size[::-1], (value, value, value)))
+
+
+@register
+class FGVis(Method):
+    """FGVis on PyTorch models (the ONNX Runtime backend has no gradients)."""
+
+    name = NAME
+    needs = Needs.OPTIMISATION
+    option_names = ("game", "iterations", "lr", "lambda", "defense", "reference")
+    help = (
+        "why P? a per-pixel, per-colour mask at input resolution, optimised (Wagner et al. 2019); "
+        "game deletion|preservation, iterations, lr, lambda, defense on|off, reference black|blur|mean"
+    )
+
+    def parse_options(self, raw: Mapping[str, object]) -> FGVisOptions:
+        super().parse_options(raw)
+        return FGVisOptions(
+            game=_choice(raw, "game", GAMES, "deletion"),
+            iterations=_number(raw, "iterations", int, 1, MAX_ITERATIONS, 100),
+            lr=_number(raw, "lr", float, 1e-6, 10.0, 0.1),
+            lam=_number(raw, "lambda", float, 0.0, 10.0, None),
+            defense=_switch(raw, "defense", True),
+            reference=_choice(raw, "reference", REFERENCES, "black"),
+        )
+
+    def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
+        # a forward and a backward (~2 forwards) per iteration, the clean pass and the final one
+        return 3.0 * request.options.iterations + 2.0
+
+    def compute(self, batch: MethodBatch) -> list[Explanation]:
+        black, white = _constant_image(batch.spec, 0), _constant_image(batch.spec, 255)
+        options = [r.options for r in batch.requests]
+        result = optimise(batch.backend.model, batch.images[batch.rows], batch.targets, options, black)
+        pixels = to_pixels(result.explanations, black, white)
+        explanations = []
+        for k, (target, o) in enumerate(zip(batch.targets, options)):
+            heatmap = result.heatmaps[k].float().cpu().numpy()
+            details = {
+                "game": o.game,
+                "defense": o.defense,
+                "reference": o.reference,
+                "lambda": o.weight,
+                "iterations": result.iterations[k],
+                "probability": round(float(result.probabilities[k]), 6),
+            }
+            explanations.append(
+                Explanation(NAME, target, None, "input", heatmap, heatmap, image=pixels[k], details=details)
+            )
+        return explanations

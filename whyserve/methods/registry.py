@@ -17,7 +17,7 @@ REGISTRY: dict[str, Method] = {}
 # The listing order of the first methods; any other module under whyserve/methods/ is imported
 # after them (so a new method is its one file), except these helpers.
 BUILTIN = ("gradcam", "contrastive", "scorecam", "bcos")
-_HELPERS = frozenset({"base", "gradient", "registry"})
+_HELPERS = frozenset({"base", "fgvis_defense", "gradient", "registry"})
 _loaded = False
 
 

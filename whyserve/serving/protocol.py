@@ -26,7 +26,7 @@ from whyserve.render import encode, heatmap_image, overlay
 
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
-OUTPUTS = ("heatmap", "overlay", "values", "bcos_color")
+OUTPUTS = ("heatmap", "overlay", "values", "bcos_color", "explanation_image")
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 25_000_000
 MAX_TOPK = 100
@@ -340,6 +340,8 @@ def build_response(
         value = _OUTPUT_BUILDERS[output](explanation, view)
         if value is not None:
             body[output] = value
+    if explanation.details:
+        body["details"] = dict(explanation.details)
     body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
     return {"predictions": predictions, "explanation": body}
 
@@ -369,4 +371,14 @@ def _bcos_color(explanation, view: Image.Image | None) -> dict | None:
     return _picture(Image.fromarray((np.clip(explanation.color_image, 0.0, 1.0) * 255).round().astype(np.uint8), "RGBA"))
 
 
-_OUTPUT_BUILDERS = {"heatmap": _heatmap, "overlay": _overlay, "values": _values, "bcos_color": _bcos_color}
+def _explanation_image(explanation, view: Image.Image | None) -> dict | None:
+    return None if explanation.image is None else _picture(Image.fromarray(explanation.image, "RGB"))
+
+
+_OUTPUT_BUILDERS = {
+    "heatmap": _heatmap,
+    "overlay": _overlay,
+    "values": _values,
+    "bcos_color": _bcos_color,
+    "explanation_image": _explanation_image,
+}
