@@ -90,3 +90,31 @@ def test_bcos_on_the_cnn_is_a_400_naming_its_methods(server, flower):
     error = reply.json()["error"]
     assert "bcos" in error["message"]
     assert {"gradcam", "contrastive", "scorecam"} <= set(error["valid"]) and "bcos" not in error["valid"]
+
+
+def test_fgvis_is_served_on_flowers_cnn_with_its_explanation_image(server, flower):
+    f, image = flower
+    reply = post(server, "flowers_cnn", image, method="fgvis", outputs="heatmap,explanation_image")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    explanation = body["explanation"]
+    assert explanation["method"] == "fgvis" and explanation["target"]["index"] == body["predictions"][0]["index"] == 5
+    details = explanation["details"]  # the model-config defaults: deletion, defense on, at most 100 steps
+    assert details["game"] == "deletion" and details["defense"] is True and 0 < details["iterations"] <= 100
+    assert details["probability"] < body["predictions"][0]["probability"]  # the deletion removed evidence
+    e = Image.open(io.BytesIO(base64.b64decode(explanation["explanation_image"]["data"])))
+    assert e.mode == "RGB" and e.size == (96, 96)
+    assert heatmap(body).shape == (96, 96)
+    # e is a valid input: sent back, the model's probability of the class is the one reported
+    again = post(server, "flowers_cnn", encoded(e), method="none").json()
+    p = {c["index"]: c["probability"] for c in again["predictions"]}.get(5, 0.0)
+    assert abs(p - details["probability"]) < 0.05
+
+
+def test_fgvis_options_are_checked_and_bcos_does_not_serve_it(server, flower):
+    bad = post(server, "flowers_cnn", flower[1], method="fgvis", game="hide")
+    assert bad.status_code == 400 and bad.json()["error"]["valid"] == ["deletion", "preservation"]
+    preservation = post(server, "flowers_cnn", flower[1], method="fgvis", game="preservation", iterations=5, defense="off")
+    assert preservation.status_code == 200, preservation.text
+    assert preservation.json()["explanation"]["details"]["iterations"] == 5
+    assert post(server, "flowers_bcos", flower[1], method="fgvis").status_code == 400
