@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from whyserve import ExplainRequest, Explainer, load_model
+from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.data.flowers import balanced_labels, generate
 from whyserve.eval import metrics
 from whyserve.methods.fgvis import FGVisOptions, optimise

@@ -93,7 +93,9 @@ def main() -> None:
     parser.add_argument("--flowers", type=int, default=16)
     parser.add_argument("--photos", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--preservation", action="store_true", help="also budget the preservation game (slow: it rarely stops early)")
+    parser.add_argument(
+        "--preservation", action="store_true", help="also budget the preservation game (slow: it rarely stops early)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = [("flowers_cnn", args.flowers), ("efficientnet_lite0", args.photos)]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_model_state import _state as model_state
 
-from whyserve import ExplainRequest, Explainer, InvalidOption, load_model
+from whyserve import Explainer, ExplainRequest, InvalidOption, load_model
 from whyserve.data.flowers import make_flower
 from whyserve.methods.fgvis import FGVisOptions, optimise, references, to_pixels
 
@@ -105,15 +106,8 @@ def test_references(flowers, flower_batch):
 
 
 def _state(model):
-    return {
-        "training": [m.training for m in model.modules()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [p.grad is None for p in model.parameters()],
-        "grad_mode": torch.is_grad_enabled(),
-        "inference_mode": torch.is_inference_mode_enabled(),
-        "function_modes": torch._C._len_torch_function_stack(),
-    }
+    # the engine's checks, and no TorchFunctionMode (the defense's) left on the stack
+    return {**model_state(model), "function_modes": torch._C._len_torch_function_stack()}
 
 
 @pytest.mark.parametrize("mode", ["grad", "inference_mode"])

@@ -85,7 +85,21 @@ class Functional(nn.Module):
 class CountAten(TorchDispatchMode):
     """An independent count: the activation kernels that really ran (aten level)."""
 
-    NAMES = {"relu", "relu6", "hardtanh", "mish", "softplus", "silu", "sigmoid", "hardswish", "hardsigmoid", "gelu", "tanh", "elu", "leaky_relu"}
+    NAMES = {
+        "relu",
+        "relu6",
+        "hardtanh",
+        "mish",
+        "softplus",
+        "silu",
+        "sigmoid",
+        "hardswish",
+        "hardsigmoid",
+        "gelu",
+        "tanh",
+        "elu",
+        "leaky_relu",
+    }
 
     def __init__(self):
         super().__init__()
@@ -138,9 +152,7 @@ def test_the_defense_changes_the_optimisation_and_leaves_no_trace():
     hooks_before = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()]
     black = torch.zeros(3, 96, 96)
     on = optimise(model, images, [1, 5], [FGVisOptions(game="preservation", iterations=30, lam=2e-3)] * 2, black)
-    off = optimise(
-        model, images, [1, 5], [FGVisOptions(game="preservation", iterations=30, lam=2e-3, defense=False)] * 2, black
-    )
+    off = optimise(model, images, [1, 5], [FGVisOptions(game="preservation", iterations=30, lam=2e-3, defense=False)] * 2, black)
     assert not torch.allclose(on.masks, off.masks)
     hooks_after = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()]
     assert hooks_after == hooks_before

@@ -292,7 +292,5 @@ class FGVis(Method):
                 "iterations": result.iterations[k],
                 "probability": round(float(result.probabilities[k]), 6),
             }
-            explanations.append(
-                Explanation(NAME, target, None, "input", heatmap, heatmap, image=pixels[k], details=details)
-            )
+            explanations.append(Explanation(NAME, target, None, "input", heatmap, heatmap, image=pixels[k], details=details))
         return explanations
