@@ -6,7 +6,7 @@ ModelServer with it. It answers KServe v1 (``/v1/models/<m>:predict`` and ``:exp
 envelopes give), raw image bytes with ``X-Explain-*`` headers and whyserve's JSON on the v1
 routes (whyserve's own response), liveness and readiness at KServe's routes. whyserve's
 4xx keep their status (kserve would make them 500). Requests that arrive together go through
-the engine as one batch (``Batcher``): kserve itself does not batch.
+the engine as one batch (``whyserve.serving.batcher``): kserve itself does not batch.
 
 Needs the ``kserve`` package (``requirements/kserve.txt``, its own venv: its pins conflict
 with requirements/ci.txt's); the rest of whyserve never imports this module.
@@ -14,14 +14,13 @@ with requirements/ci.txt's); the rest of whyserve never imports this module.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 from whyserve.serving import envelopes
+from whyserve.serving.batcher import Batcher
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -46,46 +45,6 @@ class Answer(Exception):
 
 async def _answer_response(_request, answer: Answer) -> JSONResponse:
     return JSONResponse(status_code=answer.status, content=answer.body)
-
-
-class Batcher:
-    """Collects the requests that arrive within ``delay_s`` (up to ``max_size``) and runs them
-    through ``service.handle`` as one batch on one worker thread, the way TorchServe batches."""
-
-    def __init__(self, service: ExplainService, max_size: int = 8, delay_s: float = 0.01) -> None:
-        self.service, self.max_size, self.delay_s = service, max_size, delay_s
-        self._queue: asyncio.Queue | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whyserve")
-
-    async def submit(self, requests: list) -> list[Reply]:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((requests, future))
-        return await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.delay_s
-            while sum(len(requests) for requests, _ in batch) < self.max_size and loop.time() < deadline:
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    break
-            flat = [request for requests, _ in batch for request in requests]
-            try:
-                replies = await loop.run_in_executor(self._executor, envelopes.answer, self.service, flat)
-            except Exception as error:  # noqa: BLE001 - answer() catches per request; this is a bug
-                for _, future in batch:
-                    future.set_exception(error)
-                continue
-            start = 0
-            for requests, future in batch:
-                future.set_result(replies[start : start + len(requests)])
-                start += len(requests)
 
 
 class WhyserveModel(kserve.Model):
