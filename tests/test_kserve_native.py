@@ -108,8 +108,11 @@ def test_v2_request_and_input_parameters_equal_the_native_answer(url, service, i
     response = v2(url, body)
     assert response.status_code == 200, response.text
     assert response.json()["id"] == "req-1" and response.json()["model_name"] == MODEL
-    status, expected = native_answer(service, images["chelsea"], method="contrastive", target=282)  # the input's target wins
+    _, expected = native_answer(service, images["chelsea"], method="contrastive", target=282)  # the input's target wins
     assert_same_answer(from_v2(response.json()), expected)
+    del body["id"]  # optional in v2: the response gets an id of its own
+    response = v2(url, body)
+    assert response.status_code == 200 and isinstance(response.json()["id"], str) and response.json()["id"]
 
 
 def test_raw_bytes_with_headers_and_whyserve_json_equal_the_native_answer(url, service, images):

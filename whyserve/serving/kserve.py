@@ -15,15 +15,14 @@ with requirements/ci.txt's); the rest of whyserve never imports this module.
 from __future__ import annotations
 
 import json
-import logging
 import sys
+import uuid
 from collections.abc import Mapping
 
 from whyserve.serving import envelopes
 from whyserve.serving.batcher import Batcher
-from whyserve.serving.service import ExplainService, Reply, ServingConfig
+from whyserve.serving.service import ExplainService, ServingConfig
 
-logger = logging.getLogger(__name__)
 
 _argv, sys.argv = sys.argv, sys.argv[:1]  # kserve.model_server parses sys.argv when imported
 try:
@@ -80,11 +79,12 @@ class WhyserveModel(kserve.Model):
         inputs = [_input_dict(i) for i in request.inputs]
         (reply,) = await self.batcher.submit([envelopes.v2_request(inputs, _plain(request.parameters))])
         outputs = envelopes.v2_outputs(reply)
+        request_id = request.id or str(uuid.uuid4())  # the v2 response needs an id; requests may omit theirs
         if reply.status != 200:
-            body = {"id": request.id, "model_name": self.name, "outputs": [o.to_dict() for o in outputs]}
+            body = {"id": request_id, "model_name": self.name, "outputs": [o.to_dict() for o in outputs]}
             raise Answer(reply.status, body)
         infer_outputs = [InferOutput(o.name, list(o.shape), o.datatype, o.data) for o in outputs]
-        return InferResponse(request.id, self.name, infer_outputs)
+        return InferResponse(request_id, self.name, infer_outputs)
 
 
 def _checked(status: int, body: dict) -> dict:
