@@ -7,8 +7,8 @@ import asyncio
 import json
 
 import pytest
-
 from kserve_helpers import b64, reference_service
+
 from serving_helpers import encoded
 from whyserve.serving.batcher import Batcher
 from whyserve.serving.protocol import ServingError

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kserve_helpers import b64, reference_service
+
 from serving_helpers import encoded
 from whyserve.serving import envelopes
 from whyserve.serving.protocol import ServingError
@@ -65,5 +65,7 @@ def test_v1_instances_keep_their_order_and_errors_stay_in_place(service, chelsea
     assert [reply.status for reply in replies] == [400, 200, 400]
     assert envelopes.status(replies) == 400
     items = envelopes.v1_body(replies, explain=True)["explanations"]
-    assert "'b64'" in items[0]["error"]["message"] and items[1]["explanation"] is None and "object" in items[2]["error"]["message"]
+    assert (
+        "'b64'" in items[0]["error"]["message"] and items[1]["explanation"] is None and "object" in items[2]["error"]["message"]
+    )
     assert envelopes.v1_requests({"instances": {}})[0].status == 400

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-
 from kserve_helpers import MODEL_CONFIG, assert_same_answer, from_v2, native_answer, reference_service, v1_instance, v2_body
+
 from serving_helpers import MODEL, ROOT, encoded, gif, png_bomb
 from whyserve.serving.launcher import free_port
 
@@ -120,7 +120,12 @@ def test_raw_bytes_with_headers_and_whyserve_json_equal_the_native_answer(url, s
     response = raw(url, images["grace_hopper"], method="contrastive", target="military uniform", contrast="suit")
     assert response.status_code == 200, response.text
     assert_same_answer(response.json(), expected)
-    body = {"image": v1_instance(images["grace_hopper"])["image"]["b64"], "method": "contrastive", "target": "military uniform", "contrast": "suit"}
+    body = {
+        "image": v1_instance(images["grace_hopper"])["image"]["b64"],
+        "method": "contrastive",
+        "target": "military uniform",
+        "contrast": "suit",
+    }
     assert_same_answer(v1(url, "predict", body).json(), expected)
 
 

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 import requests
-
 from kserve_helpers import assert_same_answer, from_v2, native_answer, reference_service, v1_instance, v2_body
+
 from serving_helpers import MODEL, ROOT, encoded, gif, png_bomb
 from whyserve.serving import launcher
 
@@ -33,7 +33,9 @@ def servers(tmp_path_factory):
         for envelope in ("kserve", "kservev2"):
             workdir = tmp_path_factory.mktemp(f"torchserve_{envelope}")
             overrides = {"service_envelope": envelope}
-            started[envelope] = launcher.start(store, [MODEL], ROOT / "configs" / "local.properties", workdir, overrides=overrides)
+            started[envelope] = launcher.start(
+                store, [MODEL], ROOT / "configs" / "local.properties", workdir, overrides=overrides
+            )
         for server in started.values():
             server.wait_ready(timeout=240)
         yield started

@@ -23,7 +23,6 @@ from whyserve.serving import envelopes
 from whyserve.serving.batcher import Batcher
 from whyserve.serving.service import ExplainService, ServingConfig
 
-
 _argv, sys.argv = sys.argv, sys.argv[:1]  # kserve.model_server parses sys.argv when imported
 try:
     import kserve
@@ -95,7 +94,13 @@ def _checked(status: int, body: dict) -> dict:
 
 def _input_dict(tensor) -> dict:
     data = tensor._raw_data if tensor.data is None else tensor.data  # binary extension: raw bytes
-    return {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "data": data, "parameters": _plain(tensor.parameters)}
+    return {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": tensor.shape,
+        "data": data,
+        "parameters": _plain(tensor.parameters),
+    }
 
 
 def _plain(parameters) -> dict:
@@ -107,7 +112,9 @@ def _plain(parameters) -> dict:
     return {k: getattr(v, "value", v) for k, v in dict(parameters).items()}
 
 
-def serve(name: str, config: ServingConfig, http_port: int, grpc_port: int | None, batch_size: int, batch_delay_ms: float) -> None:
+def serve(
+    name: str, config: ServingConfig, http_port: int, grpc_port: int | None, batch_size: int, batch_delay_ms: float
+) -> None:
     """Load the model (readiness follows), then run kserve's ModelServer until stopped."""
     model = WhyserveModel(name, config, batch_size, batch_delay_ms)
     model.load()
