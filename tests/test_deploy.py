@@ -144,7 +144,8 @@ def test_kubernetes_validate_rejects_a_broken_deployment(what):
 KSERVE_BREAKS = {
     ("kserve/torchserve", "InferenceService", "misspelt storageUri"):
         lambda d: d["spec"]["predictor"]["model"].update(storageURI=d["spec"]["predictor"]["model"].pop("storageUri")),
-    ("kserve/torchserve", "InferenceService", "minReplicas as a string"): lambda d: d["spec"]["predictor"].update(minReplicas="1"),
+    ("kserve/torchserve", "InferenceService", "minReplicas as a string"):
+        lambda d: d["spec"]["predictor"].update(minReplicas="1"),
     ("kserve/torchserve", "InferenceService", "no modelFormat"): lambda d: d["spec"]["predictor"]["model"].pop("modelFormat"),
     ("kserve/torchserve", "ServingRuntime", "autoSelect as a string"):
         lambda d: d["spec"]["supportedModelFormats"][0].update(autoSelect="no"),
