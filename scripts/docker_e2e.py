@@ -123,7 +123,18 @@ def build(dockerfile: str, tag: str, *build_args: str) -> float:
     # --layers: keep intermediate layers, so a rerun rebuilds from the first changed step only
     podman("build", "--pull=never", "--layers", "--network=host", "-f", f"docker/{dockerfile}", *local, *args,
            "-t", tag, ".", cwd=ROOT, stdout=subprocess.DEVNULL)
+    # drop what the new build superseded (untagged leaves); the cache of this build stays
+    podman("image", "prune", "--force", stdout=subprocess.DEVNULL)
     return time.monotonic() - start
+
+
+def gpu_image_facts(image: str) -> dict:
+    """What the GPU image holds: onnxruntime-gpu's providers (CUDA listed; it runs only on a GPU),
+    torch's CUDA build, and the archives."""
+    probe = ("import glob, json, onnxruntime, torch; print(json.dumps({"
+             "'providers': onnxruntime.get_available_providers(), 'torch_cuda': torch.version.cuda, "
+             "'archives': sorted(glob.glob('*.mar', root_dir='/home/model-server/model-store'))}))")
+    return json.loads(podman("run", "--rm", image, "python", "-c", probe, capture_output=True, text=True).stdout)
 
 
 def deployment() -> tuple[dict, dict, dict[str, str]]:
@@ -225,6 +236,7 @@ def main() -> int:
     summary["cpu"].update(serve_and_ask("whyserve:cpu"))
     if not args.no_gpu:
         summary["gpu"] = {"build_s": round(build("Dockerfile.gpu", "whyserve:gpu-build", f"BASE={BASE}"), 1)}
+        summary["gpu"].update(gpu_image_facts("whyserve:gpu-build"))
     print("SUMMARY " + json.dumps(summary), flush=True)
     return 0
 
