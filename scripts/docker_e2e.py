@@ -137,32 +137,45 @@ def gpu_image_facts(image: str) -> dict:
     return json.loads(podman("run", "--rm", image, "python", "-c", probe, capture_output=True, text=True).stdout)
 
 
-def deployment() -> tuple[dict, dict, dict[str, str]]:
-    """Pod spec, container and ConfigMap data of deploy/torchserve/base, as kubectl renders them."""
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / "torchserve" / "base")],
-                         check=True, capture_output=True, text=True).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
+def rendered(directory: str) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / directory)], check=True, capture_output=True, text=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def pod_of_deployment() -> tuple[dict, dict, dict[str, str]]:
+    """deploy/torchserve/base as kubectl renders it: the container, its pod, the ConfigMap's files."""
+    docs = rendered("torchserve/base")
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
-    return pod, pod["containers"][0], next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    user = pod["securityContext"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    return pod["containers"][0], {"volumes": pod["volumes"], "user": user}, config
 
 
-def run_flags(pod: dict, container: dict, config: dict[str, str], config_dir: Path) -> list[str]:
-    """podman run flags that give the container what the Deployment gives it."""
-    flags = ["--user", f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",
-             "--cap-drop=ALL", "--security-opt=no-new-privileges", "-w", container["workingDir"],
+def pod_of_serving_runtime() -> tuple[dict, dict]:
+    """deploy/kserve/torchserve's ServingRuntime: its container and volumes."""
+    runtime = next(d for d in rendered("kserve/torchserve") if d["kind"] == "ServingRuntime")["spec"]
+    container = runtime["containers"][0]
+    return container, {"volumes": runtime["volumes"], "user": container["securityContext"]}
+
+
+def run_flags(container: dict, pod: dict, files: dict[str, str], files_dir: Path) -> list[str]:
+    """podman run flags that give the container what its pod gives it (a ConfigMap volume gets ``files``)."""
+    user = pod["user"]
+    flags = ["--user", f"{user['runAsUser']}:{user.get('runAsGroup', user['runAsUser'])}", "--cap-drop=ALL",
+             "--security-opt=no-new-privileges", "-w", container["workingDir"],
              "--memory", container["resources"]["limits"]["memory"].replace("Gi", "g")]
     if container["securityContext"]["readOnlyRootFilesystem"]:
         flags.append("--read-only")
-    flags += [f"--env={e['name']}={e['value']}" for e in container["env"]]
+    # KServe renders {{.Labels.serviceEnvelope}} from the InferenceService's labels: none here
+    flags += [f"--env={e['name']}={re.sub(r'{{.*?}}', '', e['value'])}" for e in container["env"]]
     volumes = {v["name"]: v for v in pod["volumes"]}
     for mount in container["volumeMounts"]:
-        volume = volumes[mount["name"]]
-        if "emptyDir" in volume:  # an emptyDir: writable, exec allowed, any uid may write
+        if "emptyDir" in volumes[mount["name"]]:  # writable, exec allowed, any uid may write
             flags.append(f"--tmpfs={mount['mountPath']}:rw,exec,mode=1777")
         else:
-            for name, text in config.items():
-                (config_dir / name).write_text(text)
-            flags.append(f"--volume={config_dir}:{mount['mountPath']}:ro")
+            for name, text in files.items():
+                (files_dir / name).write_text(text)
+            flags.append(f"--volume={files_dir}:{mount['mountPath']}:ro")
     return flags
 
 
@@ -175,15 +188,22 @@ def wait_ready(name: str, workdir: str, timeout: float = 600) -> float:
     return time.monotonic() - start
 
 
-def ask(url: str, key: str) -> dict:
-    """Real requests to a served container: predictions + explanations, token auth, a bad input."""
-    photo = photo_path("chelsea").read_bytes()
-    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
-    answer = requests.post(f"{url}/predictions/efficientnet_lite0", data=photo, timeout=120,
-                           headers={**auth, "X-Explain-Method": "contrastive", "X-Explain-Contrast": "Egyptian cat"})
+def explain(url: str, headers: dict[str, str]) -> dict:
+    """A real request: chelsea, contrastive Grad-CAM against "Egyptian cat"; the answer's essentials."""
+    answer = requests.post(f"{url}/predictions/efficientnet_lite0", data=photo_path("chelsea").read_bytes(), timeout=120,
+                           headers={**headers, "Content-Type": "application/octet-stream",
+                                    "X-Explain-Method": "contrastive", "X-Explain-Contrast": "Egyptian cat"})
     answer.raise_for_status()
     body = answer.json()
     heatmap = Image.open(io.BytesIO(base64.b64decode(body["explanation"]["heatmap"]["data"])))
+    return {"top1": body["predictions"][0], "method": body["explanation"]["method"],
+            "contrast": body["explanation"]["contrast"], "heatmap_size": list(heatmap.size)}
+
+
+def ask(url: str, key: str) -> dict:
+    """Real requests to the production container: explanations (PyTorch and ONNX Runtime), token auth, a bad input."""
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
+    photo = photo_path("chelsea").read_bytes()
     onnx = requests.post(f"{url}/predictions/efficientnet_lite0_onnx", data=photo, timeout=120,
                          headers={**auth, "X-Explain-Method": "scorecam", "X-Explain-Channels": "8"})
     onnx.raise_for_status()
@@ -191,23 +211,33 @@ def ask(url: str, key: str) -> dict:
                              headers={"Content-Type": "application/octet-stream"})
     bad = requests.post(f"{url}/predictions/efficientnet_lite0", data=b"not an image", headers=auth, timeout=60)
     return {
-        "top1": body["predictions"][0], "method": body["explanation"]["method"],
-        "contrast": body["explanation"]["contrast"], "heatmap_size": list(heatmap.size),
+        **explain(url, {"Authorization": f"Bearer {key}"}),
         "onnx_backend": onnx.json()["explanation"]["backend"], "onnx_top1": onnx.json()["predictions"][0]["label"],
         "no_token_status": no_token.status_code, "bad_input": [bad.status_code, bad.json()["error"]["code"]],
     }
 
 
-def serve_and_ask(image: str) -> dict:
-    """Run ``image`` as the Deployment runs it, on loopback ports, and ask it."""
-    pod, container, config = deployment()
-    name = f"whyserve-e2e-{os.getpid()}"
+def started(image: str, flags: list[str], args: list[str]) -> tuple[str, int, int]:
+    name = f"whyserve-e2e-{os.getpid()}-{free_port()}"
     port, metrics = free_port(), free_port()
+    podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-p", f"127.0.0.1:{metrics}:8082",
+           *flags, image, *args, stdout=subprocess.DEVNULL)
+    return name, port, metrics
+
+
+def removed(name: str, failed: bool) -> None:
+    if failed:
+        subprocess.run(["podman", "logs", "--tail", "60", name], env=ENV)
+    subprocess.run(["podman", "rm", "-f", "-t", "5", name], env=ENV, capture_output=True)
+
+
+def serve_as_deployment(image: str) -> dict:
+    """Run ``image`` as deploy/torchserve/base's Deployment runs it, on loopback ports, and ask it."""
+    container, pod, config = pod_of_deployment()
     with tempfile.TemporaryDirectory() as config_dir:
         os.chmod(config_dir, 0o755)
-        flags = run_flags(pod, container, config, Path(config_dir))
-        podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-p", f"127.0.0.1:{metrics}:8082",
-               *flags, image, *container["args"], stdout=subprocess.DEVNULL)
+        name, port, metrics = started(image, run_flags(container, pod, config, Path(config_dir)), container["args"])
+        failed = True
         try:
             ready_s = wait_ready(name, container["workingDir"])
             keys = json.loads(podman("exec", name, "cat", f"{container['workingDir']}/key_file.json",
@@ -216,12 +246,32 @@ def serve_and_ask(image: str) -> dict:
             result["metrics_has_explanation_latency"] = "ExplanationLatency" in requests.get(
                 f"http://127.0.0.1:{metrics}/metrics", timeout=30).text
             result["ready_s"] = round(ready_s, 1)
+            failed = False
             return result
-        except BaseException:
-            subprocess.run(["podman", "logs", "--tail", "60", name], env=ENV)
-            raise
         finally:
-            subprocess.run(["podman", "rm", "-f", "-t", "5", name], env=ENV, capture_output=True)
+            removed(name, failed)
+
+
+def serve_as_kserve_runtime(image: str) -> dict:
+    """Run ``image`` as KServe runs deploy/kserve/torchserve's ServingRuntime: the storageUri's
+    layout (config/config.properties, model-store/*.mar) mounted at /mnt/models, as the storage
+    initializer leaves it; the archives are the image's own."""
+    container, pod = pod_of_serving_runtime()
+    with tempfile.TemporaryDirectory() as store:
+        os.chmod(store, 0o755)
+        (Path(store) / "config").mkdir()
+        shutil.copy(ROOT / "deploy" / "kserve" / "torchserve" / "config.properties", Path(store) / "config")
+        podman("run", "--rm", "-v", f"{store}:/out", "--user", "0", image, "cp", "-r", "/home/model-server/model-store", "/out/")
+        flags = run_flags(container, pod, {}, Path(store)) + [f"--volume={store}:/mnt/models:ro"]
+        name, port, _ = started(image, flags, container["args"])
+        failed = True
+        try:
+            ready_s = wait_ready(name, container["workingDir"])
+            result = {**explain(f"http://127.0.0.1:{port}", {}), "ready_s": round(ready_s, 1)}
+            failed = False
+            return result
+        finally:
+            removed(name, failed)
 
 
 def main() -> int:
@@ -233,7 +283,8 @@ def main() -> int:
     make_base()
     fill_wheels()
     summary = {"cpu": {"build_s": round(build("Dockerfile", "whyserve:cpu"), 1)}}
-    summary["cpu"].update(serve_and_ask("whyserve:cpu"))
+    summary["cpu"].update(serve_as_deployment("whyserve:cpu"))
+    summary["kserve_torchserve"] = serve_as_kserve_runtime("whyserve:cpu")
     if not args.no_gpu:
         summary["gpu"] = {"build_s": round(build("Dockerfile.gpu", "whyserve:gpu-build", f"BASE={BASE}"), 1)}
         summary["gpu"].update(gpu_image_facts("whyserve:gpu-build"))

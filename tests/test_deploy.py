@@ -67,8 +67,9 @@ def test_the_pod_is_hardened_and_ready_only_when_every_worker_is():
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
     env = {e["name"]: e["value"] for e in container["env"]}
-    # TorchServe's writable places are emptyDirs: TMPDIR, the working dir (key_file.json, logs)
-    assert mounts[env["TMPDIR"]] in empty_dirs
+    # TorchServe's writable places are emptyDirs: TEMP (its launcher's pid file and unpacked
+    # archives), TMPDIR, the working dir (key_file.json, logs)
+    assert mounts[env["TEMP"]] in empty_dirs and mounts[env["TMPDIR"]] in empty_dirs
     assert mounts[container["workingDir"]] in empty_dirs
     assert env["LOG_LOCATION"].startswith(container["workingDir"])
     probe = container["readinessProbe"]["exec"]["command"]
@@ -97,6 +98,12 @@ def test_kserve_torchserve_runtime_reads_the_layout_kserve_mounts():
     config = (DEPLOY / "kserve" / "torchserve" / "config.properties").read_text().splitlines()
     assert "model_store=/mnt/models/model-store" in config
     assert "enable_envvars_config=true" in config  # TS_SERVICE_ENVELOPE from the runtime's env
+    container = runtime["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    empty_dirs = {v["name"] for v in runtime["spec"]["volumes"] if "emptyDir" in v}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert mounts[env["TEMP"]] in empty_dirs and mounts[container["workingDir"]] in empty_dirs
     isvc = by_kind(RENDERED["kserve/torchserve"], "InferenceService")[0]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("gs://")
 

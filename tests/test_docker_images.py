@@ -43,6 +43,15 @@ def test_cpu_container_keeps_the_production_settings(summary):
 
 
 @pytest.mark.slow
+def test_cpu_image_serves_kserves_torchserve_layout(summary):
+    """The image run as deploy/kserve/torchserve's ServingRuntime runs it, with the storageUri layout
+    (config/config.properties, model-store/*.mar) at /mnt/models: token auth off there."""
+    served = summary["kserve_torchserve"]
+    assert served["top1"]["label"] == summary["cpu"]["top1"]["label"]
+    assert served["method"] == "contrastive" and served["heatmap_size"] == [224, 224]
+
+
+@pytest.mark.slow
 def test_gpu_image_builds_with_onnxruntime_gpu_and_cuda_torch(summary):
     gpu = summary["gpu"]
     assert "CUDAExecutionProvider" in gpu["providers"]  # onnxruntime-gpu, not the CPU onnxruntime
