@@ -106,8 +106,22 @@ def fill_wheels() -> None:
     for old in WHEELS.glob("*.whl"):
         old.unlink()
     WHEELS.mkdir(exist_ok=True)
-    run(sys.executable, "-m", "pip", "download", "--quiet", "-d", str(WHEELS), "-c", str(ROOT / "requirements" / "ci.txt"),
-        "torch==2.14.1", "torchvision==0.29.1", f"{ROOT}[serve,onnx]", "onnxruntime-gpu==1.31.1", "setuptools")
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "-d",
+        str(WHEELS),
+        "-c",
+        str(ROOT / "requirements" / "ci.txt"),
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        f"{ROOT}[serve,onnx]",
+        "onnxruntime-gpu==1.31.1",
+        "setuptools",
+    )
     stamp.write_text(wanted)
 
 
@@ -118,11 +132,30 @@ def build(dockerfile: str, tag: str, *build_args: str) -> float:
     if free_gb < MIN_FREE_GB:
         raise SystemExit(f"{free_gb:.1f} GB free: building the ~6 GB torch layer needs {MIN_FREE_GB} GB")
     # the same TORCH_INDEX for both images (ignored with PIP_NO_INDEX=1): their torch layers are one
-    local = ["--volume", f"{WHEELS}:/wheels:ro", "--build-arg", "PIP_NO_INDEX=1",
-             "--build-arg", "TORCH_INDEX=https://pypi.org/simple"]
+    local = [
+        "--volume",
+        f"{WHEELS}:/wheels:ro",
+        "--build-arg",
+        "PIP_NO_INDEX=1",
+        "--build-arg",
+        "TORCH_INDEX=https://pypi.org/simple",
+    ]
     # --layers: keep intermediate layers, so a rerun rebuilds from the first changed step only
-    podman("build", "--pull=never", "--layers", "--network=host", "-f", f"docker/{dockerfile}", *local, *args,
-           "-t", tag, ".", cwd=ROOT, stdout=subprocess.DEVNULL)
+    podman(
+        "build",
+        "--pull=never",
+        "--layers",
+        "--network=host",
+        "-f",
+        f"docker/{dockerfile}",
+        *local,
+        *args,
+        "-t",
+        tag,
+        ".",
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     # drop what the new build superseded (untagged leaves); the cache of this build stays
     podman("image", "prune", "--force", stdout=subprocess.DEVNULL)
     return time.monotonic() - start
@@ -131,9 +164,11 @@ def build(dockerfile: str, tag: str, *build_args: str) -> float:
 def gpu_image_facts(image: str) -> dict:
     """What the GPU image holds: onnxruntime-gpu's providers (CUDA listed; it runs only on a GPU),
     torch's CUDA build, and the archives."""
-    probe = ("import glob, json, onnxruntime, torch; print(json.dumps({"
-             "'providers': onnxruntime.get_available_providers(), 'torch_cuda': torch.version.cuda, "
-             "'archives': sorted(glob.glob('*.mar', root_dir='/home/model-server/model-store'))}))")
+    probe = (
+        "import glob, json, onnxruntime, torch; print(json.dumps({"
+        "'providers': onnxruntime.get_available_providers(), 'torch_cuda': torch.version.cuda, "
+        "'archives': sorted(glob.glob('*.mar', root_dir='/home/model-server/model-store'))}))"
+    )
     return json.loads(podman("run", "--rm", image, "python", "-c", probe, capture_output=True, text=True).stdout)
 
 
@@ -161,9 +196,16 @@ def pod_of_serving_runtime() -> tuple[dict, dict]:
 def run_flags(container: dict, pod: dict, files: dict[str, str], files_dir: Path) -> list[str]:
     """podman run flags that give the container what its pod gives it (a ConfigMap volume gets ``files``)."""
     user = pod["user"]
-    flags = ["--user", f"{user['runAsUser']}:{user.get('runAsGroup', user['runAsUser'])}", "--cap-drop=ALL",
-             "--security-opt=no-new-privileges", "-w", container["workingDir"],
-             "--memory", container["resources"]["limits"]["memory"].replace("Gi", "g")]
+    flags = [
+        "--user",
+        f"{user['runAsUser']}:{user.get('runAsGroup', user['runAsUser'])}",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "-w",
+        container["workingDir"],
+        "--memory",
+        container["resources"]["limits"]["memory"].replace("Gi", "g"),
+    ]
     if container["securityContext"]["readOnlyRootFilesystem"]:
         flags.append("--read-only")
     # KServe renders {{.Labels.serviceEnvelope}} from the InferenceService's labels: none here
@@ -182,46 +224,79 @@ def run_flags(container: dict, pod: dict, files: dict[str, str], files_dir: Path
 def wait_ready(name: str, workdir: str, timeout: float = 600) -> float:
     """Every model's worker READY, asked inside the container (the management API is on its loopback)."""
     start = time.monotonic()
-    check = ("from pathlib import Path; from whyserve.serving.launcher import TorchServe; "
-             f"TorchServe(Path({workdir!r}), '', 'http://127.0.0.1:8081', '', {MODELS!r}).wait_ready({timeout})")
+    check = (
+        "from pathlib import Path; from whyserve.serving.launcher import TorchServe; "
+        f"TorchServe(Path({workdir!r}), '', 'http://127.0.0.1:8081', '', {MODELS!r}).wait_ready({timeout})"
+    )
     podman("exec", name, "python", "-c", check, stdout=subprocess.DEVNULL)
     return time.monotonic() - start
 
 
 def explain(url: str, headers: dict[str, str]) -> dict:
     """A real request: chelsea, contrastive Grad-CAM against "Egyptian cat"; the answer's essentials."""
-    answer = requests.post(f"{url}/predictions/efficientnet_lite0", data=photo_path("chelsea").read_bytes(), timeout=120,
-                           headers={**headers, "Content-Type": "application/octet-stream",
-                                    "X-Explain-Method": "contrastive", "X-Explain-Contrast": "Egyptian cat"})
+    answer = requests.post(
+        f"{url}/predictions/efficientnet_lite0",
+        data=photo_path("chelsea").read_bytes(),
+        timeout=120,
+        headers={
+            **headers,
+            "Content-Type": "application/octet-stream",
+            "X-Explain-Method": "contrastive",
+            "X-Explain-Contrast": "Egyptian cat",
+        },
+    )
     answer.raise_for_status()
     body = answer.json()
     heatmap = Image.open(io.BytesIO(base64.b64decode(body["explanation"]["heatmap"]["data"])))
-    return {"top1": body["predictions"][0], "method": body["explanation"]["method"],
-            "contrast": body["explanation"]["contrast"], "heatmap_size": list(heatmap.size)}
+    return {
+        "top1": body["predictions"][0],
+        "method": body["explanation"]["method"],
+        "contrast": body["explanation"]["contrast"],
+        "heatmap_size": list(heatmap.size),
+    }
 
 
 def ask(url: str, key: str) -> dict:
     """Real requests to the production container: explanations (PyTorch and ONNX Runtime), token auth, a bad input."""
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
     photo = photo_path("chelsea").read_bytes()
-    onnx = requests.post(f"{url}/predictions/efficientnet_lite0_onnx", data=photo, timeout=120,
-                         headers={**auth, "X-Explain-Method": "scorecam", "X-Explain-Channels": "8"})
+    onnx = requests.post(
+        f"{url}/predictions/efficientnet_lite0_onnx",
+        data=photo,
+        timeout=120,
+        headers={**auth, "X-Explain-Method": "scorecam", "X-Explain-Channels": "8"},
+    )
     onnx.raise_for_status()
-    no_token = requests.post(f"{url}/predictions/efficientnet_lite0", data=photo, timeout=60,
-                             headers={"Content-Type": "application/octet-stream"})
+    no_token = requests.post(
+        f"{url}/predictions/efficientnet_lite0", data=photo, timeout=60, headers={"Content-Type": "application/octet-stream"}
+    )
     bad = requests.post(f"{url}/predictions/efficientnet_lite0", data=b"not an image", headers=auth, timeout=60)
     return {
         **explain(url, {"Authorization": f"Bearer {key}"}),
-        "onnx_backend": onnx.json()["explanation"]["backend"], "onnx_top1": onnx.json()["predictions"][0]["label"],
-        "no_token_status": no_token.status_code, "bad_input": [bad.status_code, bad.json()["error"]["code"]],
+        "onnx_backend": onnx.json()["explanation"]["backend"],
+        "onnx_top1": onnx.json()["predictions"][0]["label"],
+        "no_token_status": no_token.status_code,
+        "bad_input": [bad.status_code, bad.json()["error"]["code"]],
     }
 
 
 def started(image: str, flags: list[str], args: list[str]) -> tuple[str, int, int]:
     name = f"whyserve-e2e-{os.getpid()}-{free_port()}"
     port, metrics = free_port(), free_port()
-    podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-p", f"127.0.0.1:{metrics}:8082",
-           *flags, image, *args, stdout=subprocess.DEVNULL)
+    podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "-p",
+        f"127.0.0.1:{metrics}:8082",
+        *flags,
+        image,
+        *args,
+        stdout=subprocess.DEVNULL,
+    )
     return name, port, metrics
 
 
@@ -240,11 +315,11 @@ def serve_as_deployment(image: str) -> dict:
         failed = True
         try:
             ready_s = wait_ready(name, container["workingDir"])
-            keys = json.loads(podman("exec", name, "cat", f"{container['workingDir']}/key_file.json",
-                                     capture_output=True).stdout)
+            keys = json.loads(podman("exec", name, "cat", f"{container['workingDir']}/key_file.json", capture_output=True).stdout)
             result = ask(f"http://127.0.0.1:{port}", keys["inference"]["key"])
-            result["metrics_has_explanation_latency"] = "ExplanationLatency" in requests.get(
-                f"http://127.0.0.1:{metrics}/metrics", timeout=30).text
+            result["metrics_has_explanation_latency"] = (
+                "ExplanationLatency" in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=30).text
+            )
             result["ready_s"] = round(ready_s, 1)
             failed = False
             return result

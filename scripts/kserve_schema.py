@@ -35,8 +35,14 @@ ROOTS = {
     "serving.kserve.io/v1beta1/InferenceService": "V1beta1InferenceService",
     "serving.kserve.io/v1alpha1/ServingRuntime": "V1alpha1ServingRuntime",
 }
-SCALARS = {"str": {"type": "string"}, "int": {"type": "integer"}, "bool": {"type": "boolean"},
-           "float": {"type": "number"}, "object": {}, "datetime": {"type": "string"}}
+SCALARS = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "bool": {"type": "boolean"},
+    "float": {"type": "number"},
+    "object": {},
+    "datetime": {"type": "string"},
+}
 # Types of other projects (Knative status, KEDA triggers, Go's net/url): status-only or
 # pass-through, accepted as they come.
 OPAQUE_PREFIXES = ("Knative", "GithubCom", "NetUrl")
@@ -81,7 +87,7 @@ def k8s_name(cls: str, defs: dict[str, dict]) -> str:
     if cls.startswith("K8sIo"):  # K8sIoApiAppsV1DeploymentStrategy -> io.k8s.api.apps.v1.DeploymentStrategy
         parts = re.findall(r"[A-Z][a-z0-9]*", cls[5:])
         version = next(i for i, p in enumerate(parts) if re.fullmatch(r"V\d+\w*", p))
-        return "io.k8s." + ".".join(p.lower() for p in parts[:version + 1]) + "." + "".join(parts[version + 1:])
+        return "io.k8s." + ".".join(p.lower() for p in parts[: version + 1]) + "." + "".join(parts[version + 1 :])
     version, kind = re.fullmatch(r"(V\d+(?:alpha\d+|beta\d+)?)(\w+)", cls).groups()
     suffix = f".{version.lower()}.{kind}"
     hits = sorted(d for d in defs if d.endswith(suffix))
@@ -149,15 +155,28 @@ def build(wheel: Path) -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "description": f"Derived by scripts/kserve_schema.py from kserve {KSERVE_VERSION}'s models "
-                       f"and Kubernetes {K8S_VERSION} (kubernetes-validate, strict). Do not edit.",
+        f"and Kubernetes {K8S_VERSION} (kubernetes-validate, strict). Do not edit.",
         "kinds": kinds,
         "$defs": dict(sorted(builder.defs.items())),
     }
 
 
 def download_wheel(into: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "-d", str(into), f"kserve=={KSERVE_VERSION}"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(into),
+            f"kserve=={KSERVE_VERSION}",
+        ],
+        check=True,
+    )
     return next(into.glob("kserve-*.whl"))
 
 

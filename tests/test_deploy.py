@@ -149,19 +149,24 @@ def test_kubernetes_validate_rejects_a_broken_deployment(what):
 
 
 KSERVE_BREAKS = {
-    ("kserve/torchserve", "InferenceService", "misspelt storageUri"):
-        lambda d: d["spec"]["predictor"]["model"].update(storageURI=d["spec"]["predictor"]["model"].pop("storageUri")),
-    ("kserve/torchserve", "InferenceService", "minReplicas as a string"):
-        lambda d: d["spec"]["predictor"].update(minReplicas="1"),
+    ("kserve/torchserve", "InferenceService", "misspelt storageUri"): lambda d: d["spec"]["predictor"]["model"].update(
+        storageURI=d["spec"]["predictor"]["model"].pop("storageUri")
+    ),
+    ("kserve/torchserve", "InferenceService", "minReplicas as a string"): lambda d: d["spec"]["predictor"].update(
+        minReplicas="1"
+    ),
     ("kserve/torchserve", "InferenceService", "no modelFormat"): lambda d: d["spec"]["predictor"]["model"].pop("modelFormat"),
-    ("kserve/torchserve", "ServingRuntime", "autoSelect as a string"):
-        lambda d: d["spec"]["supportedModelFormats"][0].update(autoSelect="no"),
-    ("kserve/torchserve", "ServingRuntime", "unknown container field (Kubernetes type inside KServe)"):
-        lambda d: d["spec"]["containers"][0].update(readinesProbe={}),
+    ("kserve/torchserve", "ServingRuntime", "autoSelect as a string"): lambda d: d["spec"]["supportedModelFormats"][0].update(
+        autoSelect="no"
+    ),
+    ("kserve/torchserve", "ServingRuntime", "unknown container field (Kubernetes type inside KServe)"): lambda d: d["spec"][
+        "containers"
+    ][0].update(readinesProbe={}),
     ("kserve/torchserve", "ServingRuntime", "wrong kind"): lambda d: d.update(apiVersion="serving.kserve.io/v1beta1"),
     ("kserve/native", "InferenceService", "unknown predictor field"): lambda d: d["spec"]["predictor"].update(replicas=2),
-    ("kserve/native", "InferenceService", "port as a string"):
-        lambda d: d["spec"]["predictor"]["containers"][0]["ports"][0].update(containerPort="8080"),
+    ("kserve/native", "InferenceService", "port as a string"): lambda d: d["spec"]["predictor"]["containers"][0]["ports"][
+        0
+    ].update(containerPort="8080"),
 }
 
 

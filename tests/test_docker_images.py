@@ -17,8 +17,9 @@ from serving_helpers import ROOT
 
 @pytest.fixture(scope="module")
 def summary() -> dict:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "docker_e2e.py")], capture_output=True, text=True,
-                          timeout=75 * 60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "docker_e2e.py")], capture_output=True, text=True, timeout=75 * 60
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("SUMMARY "))
     return json.loads(line.removeprefix("SUMMARY "))
