@@ -24,12 +24,13 @@ from whyserve.serving.protocol import (
     ServeOptions,
     ServingError,
     build_response,
-    decode_image,
     error_body,
     parse_channels,
     parse_options,
     parse_payload,
 )
+from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
+from whyserve.serving.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_RESIZED_PIXELS, ImageLimits, decode_image, resize_rule
 from whyserve.targets import resolve_class
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,11 @@ class ServingConfig:
     scorecam_channels: int | str | None = None  # "all"/None: exact; N: the N most varying channels
     scorecam_chunk: int = 16
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_resized_pixels: int = DEFAULT_MAX_RESIZED_PIXELS  # after the model's resize (a 20000x1 image is huge then)
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     max_response_bytes: int = 1_000_000
+    explain_budget_s: float | None = None  # refuse requests estimated slower (see whyserve.serving.cost); None: no budget
+    heavy_model: str | None = None  # the archive that serves exact methods, named in over-budget errors
     torch_threads: int | None = None  # intra-op threads of this process; None: torch's default
     backend: str = "torch"  # or "onnxruntime": ``weights`` is then an .onnx from `whyserve export-onnx`
     onnx_threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
@@ -85,7 +90,7 @@ class _Prepared:
 
 
 class ExplainService:
-    def __init__(self, config: ServingConfig) -> None:
+    def __init__(self, config: ServingConfig, server: ServerLimits | None = None) -> None:
         self.config = config
         if config.torch_threads:
             # Process-wide. With other busy processes on the same cores, more threads than the
@@ -98,6 +103,9 @@ class ExplainService:
         if unsupported:
             raise ValueError(f"model {config.model!r} does not support {unsupported}; it supports {self.spec.methods}")
         self.methods = tuple(methods)
+        self.image_limits = ImageLimits(config.max_image_pixels, config.max_resized_pixels, config.max_aspect_ratio)
+        self.resized = resize_rule(self.spec.view)
+        self.budget = self._budget(server or ServerLimits())
         parse_channels(config.scorecam_channels)
         if config.scorecam_weighting not in WEIGHTINGS:
             raise ValueError(f"scorecam_weighting {config.scorecam_weighting!r} is not one of {WEIGHTINGS}")
@@ -118,6 +126,16 @@ class ExplainService:
             # The PyTorch model is only built for its preprocessing and class names.
             return OrtExplainer(load_model(config.model), session, scorecam_chunk=config.scorecam_chunk)
         raise ValueError(f"unknown backend {config.backend!r}; known: torch, onnxruntime")
+
+    def _budget(self, server: ServerLimits) -> Budget | None:
+        """Calibrated at load when there is a budget or a timeout to fit; fails the load when the
+        settings do not fit the server's limits."""
+        check_response_size(self.config.max_response_bytes, server)
+        if self.config.explain_budget_s is None and server.response_timeout_s is None:
+            return None
+        budget = Budget(self.config.explain_budget_s, calibrate(self.explainer, self.config.scorecam_chunk), self.config.heavy_model)
+        check_timeout(budget, [ExplainRequest(m) for m in self.methods], server)
+        return budget
 
     def handle(self, requests: list[tuple[Mapping[str, object], Mapping[str, object]]]) -> list[Reply]:
         """``requests``: (fields, headers) per request; returns one ``Reply`` per request."""
@@ -150,7 +168,9 @@ class ExplainService:
         request = options.engine_request()
         if request is not None:
             self._validate(request)
-        image = decode_image(data, self.config.max_image_pixels)
+            if self.budget is not None:
+                self.budget.check(request)
+        image = decode_image(data, self.image_limits, self.resized)
         view = self.spec.view(image)
         tensor = self.spec.normalize(view)
         return _Prepared(index, options, request, tensor, view if "overlay" in options.outputs else None)

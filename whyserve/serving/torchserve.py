@@ -12,10 +12,12 @@ Settings come from the ``handler`` section of the archive's model-config.yaml (s
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from http import HTTPStatus
 
+from whyserve.serving.cost import ServerLimits
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ class _Dimension:
 
     def to_dict(self) -> dict:
         return {"Name": self.name, "Value": self.value}
+
+
+DEFAULT_MAX_RESPONSE_SIZE = 6_553_500  # TorchServe 0.12's default max_response_size
 
 
 class TorchServeHandler:
@@ -55,7 +60,7 @@ class TorchServeHandler:
             serialized = ((getattr(context, "manifest", None) or {}).get("model") or {}).get("serializedFile")
             if serialized:
                 settings["weights"] = os.path.join(model_dir, serialized)
-        self.service = ExplainService(ServingConfig.from_dict(settings))
+        self.service = ExplainService(ServingConfig.from_dict(settings), self._server_limits(yaml_config, settings))
         logger.info(
             "whyserve: model %s, layer %s, methods %s, default %s",
             settings["model"],
@@ -64,6 +69,17 @@ class TorchServeHandler:
             self.service.config.default_method,
         )
         self.initialized = True
+
+    @staticmethod
+    def _server_limits(yaml_config: dict, settings: dict) -> ServerLimits:
+        """TorchServe's limits this model must fit: batchSize and responseTimeout from the
+        model-config; max_response_size is not given to workers, so the handler section says it
+        (``server_max_response_size``, TorchServe's default 6553500 when absent)."""
+        return ServerLimits(
+            batch_size=int(yaml_config.get("batchSize", 1)),
+            response_timeout_s=float(yaml_config.get("responseTimeout", 120)),
+            max_response_size=int(settings.pop("server_max_response_size", DEFAULT_MAX_RESPONSE_SIZE)),
+        )
 
     def handle(self, data, context) -> list[str]:
         requests = []
@@ -88,8 +104,24 @@ class TorchServeHandler:
             return
         try:
             if reply.explain_ms is not None:
-                metrics.add_time("ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)])
+                # A Prometheus histogram; TorchServe 0.12 gives it the client's default buckets
+                # (5 ms to 10 s), so the value is in seconds.
+                metrics.add_metric(
+                    "ExplanationLatency",
+                    round(reply.explain_ms / 1e3, 4),
+                    "s",
+                    index,
+                    [_Dimension("Method", reply.method)],
+                    metric_type=_histogram_type(metrics),
+                )
             if reply.error_kind is not None:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
         except Exception:  # noqa: BLE001 - metrics never fail a request
             logger.warning("could not record metrics", exc_info=True)
+
+
+def _histogram_type(metrics) -> object:
+    """``ts.metrics.metric_type_enum.MetricTypes.HISTOGRAM`` without importing TorchServe: the
+    enum class is the type of ``add_time``'s default ``metric_type``."""
+    default = inspect.signature(metrics.add_time).parameters["metric_type"].default
+    return type(default)("histogram")
