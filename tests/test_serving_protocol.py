@@ -14,6 +14,7 @@ from conftest import CAT_CLASSES
 from serving_helpers import corrupt_jpeg, encoded, gif, png_bomb, truncated_jpeg
 from whyserve import ExplainRequest
 from whyserve.serving import ExplainService, ServingConfig, ServingError, decode_image, parse_options, parse_payload
+from whyserve.serving.images import ImageLimits
 from whyserve.serving.protocol import header_options
 from whyserve.serving.torchserve import TorchServeHandler
 
@@ -136,7 +137,7 @@ def test_bad_images_fail_before_costly_decoding(photos, make, status, message):
 
 def test_pixel_limit_is_configurable(photos):
     with pytest.raises(ServingError, match="limit is 1,000"):
-        decode_image(encoded(photos["chelsea"]), max_pixels=1000)
+        decode_image(encoded(photos["chelsea"]), ImageLimits(max_pixels=1000))
 
 
 # -- the service: one batch, one reply per request ------------------------------------------------

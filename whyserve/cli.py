@@ -17,6 +17,7 @@ from whyserve.methods.scorecam import WEIGHTINGS
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
+from whyserve.health import add_arguments as add_health_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", type=Path, help="the .onnx file (default: ./MODEL.onnx)")
     export.set_defaults(run=_export_onnx)
 
+    health = commands.add_parser("healthcheck", help="exit 0 only when every model has a READY worker (an exec probe)")
+    add_health_arguments(health)
+    health.set_defaults(run=_healthcheck)
+
     evaluate = commands.add_parser("eval", help="measure every method on the flowers ground truth and real photos")
     evaluate.add_argument("--images", type=int, default=64, help="generated flowers (default: 64)")
     evaluate.add_argument("--grids", type=int, default=16, help="2x2 grids for the grid pointing game (default: 16)")
@@ -75,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         valid = f" (valid: {', '.join(map(str, error.valid))})" if error.valid else ""
         print(f"whyserve: {error}{valid}", file=sys.stderr)
         return 2
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    from whyserve import health
+
+    return health.main(args.management, args.key_file, args.models, args.timeout)
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -1,0 +1,203 @@
+"""Issue 8's reproductions through the service layer (in-process, the code every adapter
+calls): each input class its own case with the status and the message; cost control and the
+load-time checks of limits against the server's."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving_helpers import encoded
+from test_serving_images import rotated_with_exif
+from whyserve import ExplainRequest
+from whyserve.serving import ExplainService, ServingConfig
+from whyserve.serving.bodies import MAX_JSON_DEPTH
+from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, forward_equivalents
+from whyserve.serving.errors import ServingError
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def service():
+    return ExplainService(ServingConfig(model="efficientnet_lite0", layer="head_act", scorecam_chunk=64))
+
+
+@pytest.fixture(scope="module")
+def chelsea_png(photos):
+    return encoded(photos["chelsea"])
+
+
+def answer(service, fields, headers=None) -> tuple[int, dict]:
+    (reply,) = service.handle([(fields, headers or {})])
+    return reply.status, json.loads(reply.body)
+
+
+def refused(service, fields, headers, status: int, message: str) -> dict:
+    got, body = answer(service, fields, headers)
+    assert got == status and message in body["error"]["message"], body
+    assert body["error"]["code"] == status and body["error"]["valid"], body
+    return body["error"]
+
+
+def heatmap(body: dict) -> np.ndarray:
+    data = base64.b64decode(body["explanation"]["heatmap"]["data"])
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)
+
+
+# -- 1. aspect-ratio bomb -----------------------------------------------------------------------
+
+
+def test_aspect_ratio_bomb_gets_413_naming_the_limit(service):
+    error = refused(service, {"body": encoded(Image.new("RGB", (20_000, 1)))}, {}, 413, "aspect ratio of 20,000.0")
+    assert "of 20" in error["message"]
+
+
+# -- 2. several images in one multipart form ------------------------------------------------------
+
+
+def test_multipart_with_two_image_parts_is_refused(service, chelsea_png, photos):
+    other = encoded(photos["coffee"])
+    # TorchServe keeps the last part of a repeated name; the Content-Length still counts both.
+    length = len(chelsea_png) + len(other) + 400
+    headers = {"Content-Type": "multipart/form-data; boundary=abc123", "Content-Length": str(length)}
+    refused(service, {"image": other}, headers, 400, "one image per request")
+    refused(service, {"image": [chelsea_png, other]}, {}, 400, "2 'image' parts")  # a server that keeps both
+    headers["Content-Length"] = str(len(chelsea_png) + 300)
+    assert answer(service, {"image": chelsea_png}, headers)[0] == 200  # one part: fine
+
+
+# -- 3. right answers, not silently wrong ones ------------------------------------------------------
+
+
+def test_exif_rotated_chelsea_gets_the_upright_prediction_and_heatmap(service, photos, chelsea_png):
+    status, upright = answer(service, {"body": chelsea_png})
+    status_turned, turned = answer(service, {"body": rotated_with_exif(photos["chelsea"])})
+    assert status == status_turned == 200
+    assert turned["predictions"][0]["index"] == upright["predictions"][0]["index"]
+    assert np.corrcoef(heatmap(turned).ravel(), heatmap(upright).ravel())[0, 1] >= 0.99
+    stored_only = encoded(photos["chelsea"].transpose(Image.Transpose.ROTATE_90))  # the same pixels, no EXIF
+    assert np.corrcoef(heatmap(answer(service, {"body": stored_only})[1]).ravel(), heatmap(upright).ravel())[0, 1] < 0.9
+
+
+def test_16_bit_and_8_bit_grey_give_the_same_top1(service, photos):
+    grey = np.asarray(photos["chelsea"].convert("L"))
+    eight = answer(service, {"body": encoded(Image.fromarray(grey))})[1]
+    sixteen_image = Image.fromarray(grey.astype(np.uint16) * 257)
+    assert sixteen_image.mode == "I;16"
+    sixteen = answer(service, {"body": encoded(sixteen_image)})[1]
+    assert sixteen["predictions"][0]["index"] == eight["predictions"][0]["index"]
+    assert abs(sixteen["predictions"][0]["probability"] - eight["predictions"][0]["probability"]) < 1e-3
+
+
+def test_transparent_pixels_are_classified_as_shown(service, photos):
+    hidden = photos["chelsea"].convert("RGBA")
+    hidden.putalpha(0)  # a fully transparent picture of a cat: a viewer shows white
+    white = answer(service, {"body": encoded(Image.new("RGB", hidden.size, (255, 255, 255)))})[1]
+    shown = answer(service, {"body": encoded(hidden)})[1]
+    assert shown["predictions"] == white["predictions"]
+
+
+def test_truncated_jpeg_with_end_marker_gets_400(service, photos):
+    data = encoded(photos["chelsea"], "JPEG", quality=90)
+    refused(service, {"body": data[: len(data) // 2] + b"\xff\xd9"}, {}, 400, "truncated or corrupt")
+
+
+def test_outputs_naming_nothing_gets_400(service, chelsea_png):
+    refused(service, {"body": chelsea_png}, {"X-Explain-Outputs": ","}, 400, "outputs")
+
+
+# -- 4. 500s that must be 4xx ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [-1, 42.5, 100000000000, True])
+def test_json_scalar_body_gets_400(service, number):
+    refused(service, {"body": number}, JSON, 400, "must be an object")  # TorchServe decoded it
+    refused(service, {"body": json.dumps(number).encode()}, JSON, 400, "must be an object")
+
+
+def test_json_string_body_gets_400_saying_so(service):
+    refused(service, {"body": "abc"}, JSON, 400, "must be an object, not a string")  # TorchServe decoded '"abc"'
+
+
+def test_deep_json_gets_400_without_recursion_errors(service, chelsea_png):
+    image = base64.b64encode(chelsea_png).decode()
+    deep = b"[" * 10_000 + b"]" * 10_000
+    refused(service, {"body": deep}, JSON, 400, f"10000 levels deep; the limit is {MAX_JSON_DEPTH}")
+    inside = b'{"image": "' + image.encode() + b'", "target": ' + deep + b"}"
+    refused(service, {"body": inside}, JSON, 400, "10001 levels deep")
+    decoded = {"image": image, "target": json.loads("[" * 100 + "]" * 100)}
+    refused(service, {"body": decoded}, JSON, 400, "101 levels deep")
+    brackets_in_a_string = {"image": image, "target": "[" * 100}
+    assert answer(service, {"body": brackets_in_a_string}, JSON)[0] == 400  # an unknown label, not a depth
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [("9" * 5000, "is not an integer"), (int("9" * 4000), "integer of 4000 digits"), ("²", "unknown class label"), ("-3", "out of range")],
+)
+def test_targets_are_parsed_with_bounds(service, chelsea_png, target, message):
+    refused(service, {"body": {"image": base64.b64encode(chelsea_png).decode(), "target": target}}, JSON, 400, message)
+
+
+def test_huge_json_integer_gets_400(service, chelsea_png):
+    raw = b'{"image": "' + base64.b64encode(chelsea_png) + b'", "target": ' + b"9" * 5000 + b"}"
+    refused(service, {"body": raw}, JSON, 400, "not valid JSON")
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "²", "1.5"])
+def test_topk_and_channels_are_parsed_with_bounds(service, chelsea_png, value):
+    refused(service, {"body": chelsea_png}, {"X-Explain-Topk": value}, 400, "topk")
+    refused(service, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": value}, 400, "channels")
+
+
+def test_base64_with_line_breaks_and_spaces_works(service, chelsea_png):
+    wrapped = base64.encodebytes(chelsea_png).decode()  # 76 characters a line, as `base64` prints
+    assert "\n" in wrapped
+    status, body = answer(service, {"body": {"image": wrapped.replace("\n", "\n  ")}}, JSON)
+    assert status == 200, body
+    status, data_url = answer(service, {"body": {"image": "data:image/png;base64," + wrapped}}, JSON)
+    assert status == 200 and data_url["predictions"] == body["predictions"]
+
+
+# -- 5. cost control ---------------------------------------------------------------------------------
+
+
+def test_score_cam_cost_is_counted_in_forward_passes():
+    assert forward_equivalents(None, 1280) == 1
+    assert forward_equivalents(ExplainRequest("scorecam"), 1280) == 1281
+    assert forward_equivalents(ExplainRequest("scorecam", channels=64), 1280) == 65
+    assert forward_equivalents(ExplainRequest("scorecam", channels=5000), 1280) == 1281
+    assert forward_equivalents(ExplainRequest("gradcam"), 1280) < 10
+
+
+def test_calibration_measures_the_model(service):
+    calibration = calibrate(service.explainer, 8, repeats=1)
+    assert calibration.layer_channels == 1280 and 0 < calibration.forward_s < 5
+
+
+def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(chelsea_png):
+    service = ExplainService(ServingConfig(model="efficientnet_lite0", explain_budget_s=1.0, heavy_model="efficientnet_lite0_exact"))
+    service.budget = Budget(1.0, Calibration(forward_s=0.01, layer_channels=1280), "efficientnet_lite0_exact")  # 10 ms a forward
+    headers = {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}
+    error = refused(service, {"body": chelsea_png}, headers, 422, "1,281 forward passes = 12.8 s")
+    assert "budget is 1 s per request (about 100 forward passes)" in error["message"]
+    assert error["valid"] == ["channels: 64 (fast Score-CAM)", "the model efficientnet_lite0_exact (its own worker and timeout for exact methods)"]
+    assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": "64"})[0] == 200
+    assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "gradcam"})[0] == 200
+
+
+def test_load_fails_when_limits_do_not_fit_the_server():
+    config = ServingConfig(model="efficientnet_lite0", max_response_bytes=7_000_000)
+    with pytest.raises(ValueError, match="must be below TorchServe's max_response_size"):
+        ExplainService(config, ServerLimits(max_response_size=6_553_500))
+    exact = ServingConfig(model="efficientnet_lite0", methods=("scorecam",))
+    with pytest.raises(ValueError, match="over half its responseTimeout of 1 s"):
+        ExplainService(exact, ServerLimits(batch_size=8, response_timeout_s=1))
+    budgeted = ServingConfig(model="efficientnet_lite0", explain_budget_s=0.001)
+    assert ExplainService(budgeted, ServerLimits(batch_size=8, response_timeout_s=1)).budget.seconds == 0.001
