@@ -17,8 +17,7 @@ from test_serving_images import rotated_with_exif
 from whyserve import ExplainRequest
 from whyserve.serving import ExplainService, ServingConfig
 from whyserve.serving.bodies import MAX_JSON_DEPTH
-from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, forward_equivalents
-from whyserve.serving.errors import ServingError
+from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, check_response_size, check_timeout, forward_equivalents
 
 JSON = {"Content-Type": "application/json"}
 
@@ -181,9 +180,9 @@ def test_calibration_measures_the_model(service):
     assert calibration.layer_channels == 1280 and 0 < calibration.forward_s < 5
 
 
-def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(chelsea_png):
-    service = ExplainService(ServingConfig(model="efficientnet_lite0", explain_budget_s=1.0, heavy_model="efficientnet_lite0_exact"))
-    service.budget = Budget(1.0, Calibration(forward_s=0.01, layer_channels=1280), "efficientnet_lite0_exact")  # 10 ms a forward
+def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(service, chelsea_png, monkeypatch):
+    budget = Budget(1.0, Calibration(forward_s=0.01, layer_channels=1280), "efficientnet_lite0_exact")  # 10 ms a forward
+    monkeypatch.setattr(service, "budget", budget)
     headers = {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}
     error = refused(service, {"body": chelsea_png}, headers, 422, "1,281 forward passes = 12.8 s")
     assert "budget is 1 s per request (about 100 forward passes)" in error["message"]
@@ -193,11 +192,12 @@ def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(chelsea
 
 
 def test_load_fails_when_limits_do_not_fit_the_server():
-    config = ServingConfig(model="efficientnet_lite0", max_response_bytes=7_000_000)
     with pytest.raises(ValueError, match="must be below TorchServe's max_response_size"):
-        ExplainService(config, ServerLimits(max_response_size=6_553_500))
-    exact = ServingConfig(model="efficientnet_lite0", methods=("scorecam",))
-    with pytest.raises(ValueError, match="over half its responseTimeout of 1 s"):
-        ExplainService(exact, ServerLimits(batch_size=8, response_timeout_s=1))
-    budgeted = ServingConfig(model="efficientnet_lite0", explain_budget_s=0.001)
-    assert ExplainService(budgeted, ServerLimits(batch_size=8, response_timeout_s=1)).budget.seconds == 0.001
+        check_response_size(7_000_000, ServerLimits(max_response_size=6_553_500))
+    check_response_size(1_000_000, ServerLimits(max_response_size=6_553_500))
+    calibration = Calibration(forward_s=0.01, layer_channels=1280)
+    exact = [ExplainRequest("gradcam"), ExplainRequest("scorecam")]  # exact: 12.8 s
+    with pytest.raises(ValueError, match="a batch of 8 .* 102 s .* over 80% of its responseTimeout of 120 s"):
+        check_timeout(Budget(None, calibration), exact, ServerLimits(batch_size=8, response_timeout_s=120))
+    check_timeout(Budget(None, calibration), exact, ServerLimits(batch_size=1, response_timeout_s=120))
+    check_timeout(Budget(5.0, calibration), exact, ServerLimits(batch_size=8, response_timeout_s=120))  # 40 s: fits

@@ -50,7 +50,7 @@ def problems(management: str, key: str | None, models: list[str], timeout: float
     try:
         listed = _get(f"{management}/models?limit=1000", key, timeout)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        return [f"management API {management} did not answer: {error}"]
+        return [f"management API {management} refused or did not answer: {error}"]
     names = [entry["modelName"] for entry in listed.get("models", [])]
     found = []
     for name in dict.fromkeys([*names, *models]):

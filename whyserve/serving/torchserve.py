@@ -60,7 +60,8 @@ class TorchServeHandler:
             serialized = ((getattr(context, "manifest", None) or {}).get("model") or {}).get("serializedFile")
             if serialized:
                 settings["weights"] = os.path.join(model_dir, serialized)
-        self.service = ExplainService(ServingConfig.from_dict(settings), self._server_limits(yaml_config, settings))
+        server = self._server_limits(yaml_config, settings)  # pops its own setting first
+        self.service = ExplainService(ServingConfig.from_dict(settings), server)
         logger.info(
             "whyserve: model %s, layer %s, methods %s, default %s",
             settings["model"],

@@ -1,0 +1,59 @@
+"""What soak.py and fault.py share: a served set of archives (started here, or a running
+server on loopback) and the workers' PIDs and memory from the management API."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.serve_load import percentile  # noqa: E402
+from whyserve.serving import launcher  # noqa: E402
+
+__all__ = ["percentile", "served", "worker_pids", "worker_rss_mb"]
+
+
+@contextlib.contextmanager
+def served(url: str | None, management: str, models: list[str], tmp: Path) -> Iterator[tuple[str, str]]:
+    """(inference URL, management URL): of ``url`` when given (loopback only), else of a
+    TorchServe started here with ``models`` built by archives/build.py and stopped after."""
+    if url:
+        if not any(host in url for host in ("127.0.0.1", "localhost", "[::1]")):
+            raise SystemExit(f"{url}: loopback only (this sends bad inputs on purpose)")
+        yield url.rstrip("/"), management.rstrip("/")
+        return
+    store = tmp / "store"
+    build = [sys.executable, str(ROOT / "archives" / "build.py"), *models, "--export-path", str(store)]
+    subprocess.run(build, check=True, capture_output=True)
+    server = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp / "ts")
+    try:
+        server.wait_ready(600)
+        print(f"TorchServe 0.12 on {server.inference_url}: {', '.join(models)} (one worker each)", flush=True)
+        yield server.inference_url, server.management_url
+    finally:
+        server.stop()
+
+
+def worker_pids(management: str, model: str) -> list[int]:
+    """PIDs of the model's READY workers."""
+    described = requests.get(f"{management}/models/{model}", timeout=10).json()
+    return [w["pid"] for version in described for w in version.get("workers", []) if w.get("status") == "READY"]
+
+
+def worker_rss_mb(management: str, models: list[str]) -> dict[str, float]:
+    """Resident memory (VmRSS, MB) of each model's first READY worker (same machine)."""
+    rss = {}
+    for model in models:
+        pids = worker_pids(management, model)
+        status = Path(f"/proc/{pids[0]}/status").read_text() if pids and os.path.exists(f"/proc/{pids[0]}/status") else ""
+        values = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")]
+        rss[model] = values[0] / 1024 if values else float("nan")
+    return rss
