@@ -8,12 +8,10 @@ READY and answers, and how many requests failed meanwhile.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving_common import served, worker_pids  # noqa: E402
+from benchmarks.serving_common import run_served, server_parser, worker_pids  # noqa: E402
 from whyserve.photos import photo_path  # noqa: E402
 
 MODEL = "efficientnet_lite0"
@@ -81,17 +79,12 @@ def fault(inference: str, management: str, photo: bytes, before: float, after: f
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = server_parser(__doc__)
     parser.add_argument("--before", type=float, default=10, help="seconds of traffic before the kill")
     parser.add_argument("--after", type=float, default=10, help="seconds of traffic after the new worker is READY")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--url", help="a running server's inference API (loopback); default: start one")
-    parser.add_argument("--management", default="http://127.0.0.1:8081")
     args = parser.parse_args()
     photo = Path(photo_path("chelsea")).read_bytes()
-    with tempfile.TemporaryDirectory() as tmp, served(args.url, args.management, [MODEL], Path(tmp)) as (inference, management):
-        fault(inference, management, photo, args.before, args.after, args.concurrency)
-    return 0
+    return run_served(args, [MODEL], lambda inference, management: fault(inference, management, photo, args.before, args.after, args.concurrency))
 
 
 if __name__ == "__main__":

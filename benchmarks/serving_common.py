@@ -3,11 +3,13 @@ server on loopback) and the workers' PIDs and memory from the management API."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import tempfile
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -18,7 +20,23 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.serve_load import percentile  # noqa: E402
 from whyserve.serving import launcher  # noqa: E402
 
-__all__ = ["percentile", "served", "worker_pids", "worker_rss_mb"]
+__all__ = ["percentile", "run_served", "server_parser", "served", "worker_pids", "worker_rss_mb"]
+
+
+def server_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every served benchmark has: --concurrency, --url, --management."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=4, help="client threads")
+    parser.add_argument("--url", help="a running server's inference API (loopback); default: start one")
+    parser.add_argument("--management", default="http://127.0.0.1:8081", help="with --url: its management API")
+    return parser
+
+
+def run_served(args: argparse.Namespace, models: list[str], work: Callable[[str, str], None]) -> int:
+    """``work(inference URL, management URL)`` against ``--url`` or a server started for ``models``."""
+    with tempfile.TemporaryDirectory() as tmp, served(args.url, args.management, models, Path(tmp)) as (inference, management):
+        work(inference, management)
+    return 0
 
 
 @contextlib.contextmanager

@@ -12,13 +12,11 @@ efficientnet_lite0_exact, its own worker). Stops at --requests or --seconds, whi
 
 from __future__ import annotations
 
-import argparse
 import base64
 import collections
 import io
 import random
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving_common import percentile, served, worker_rss_mb  # noqa: E402
+from benchmarks.serving_common import percentile, run_served, server_parser, worker_rss_mb  # noqa: E402
 from whyserve.photos import photo_path  # noqa: E402
 
 MODEL, EXACT, SMALL = "efficientnet_lite0", "efficientnet_lite0_exact", "flowers_cnn"
@@ -165,21 +163,20 @@ def head_of_line(inference: str, photo: bytes, count: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = server_parser(__doc__)
     parser.add_argument("--requests", type=int, default=5000, help="at most this many mixed requests")
     parser.add_argument("--seconds", type=float, default=1200, help="and at most this long")
-    parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--head-of-line", type=int, default=200, help="prediction requests per head-of-line row (0: skip)")
-    parser.add_argument("--url", help="a running server's inference API (loopback); default: start one")
-    parser.add_argument("--management", default="http://127.0.0.1:8081")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     photo = Path(photo_path("chelsea")).read_bytes()
-    with tempfile.TemporaryDirectory() as tmp, served(args.url, args.management, [MODEL, EXACT, SMALL], Path(tmp)) as (inference, management):
+
+    def work(inference: str, management: str) -> None:
         soak(inference, management, photo, args.requests, args.seconds, args.concurrency, args.seed)
         if args.head_of_line:
             head_of_line(inference, photo, args.head_of_line)
-    return 0
+
+    return run_served(args, [MODEL, EXACT, SMALL], work)
 
 
 if __name__ == "__main__":

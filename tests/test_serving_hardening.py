@@ -15,21 +15,10 @@ from PIL import Image
 from serving_helpers import encoded
 from test_serving_images import rotated_with_exif
 from whyserve import ExplainRequest
-from whyserve.serving import ExplainService, ServingConfig
 from whyserve.serving.bodies import MAX_JSON_DEPTH
 from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, check_response_size, check_timeout, forward_equivalents
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def service():
-    return ExplainService(ServingConfig(model="efficientnet_lite0", layer="head_act", scorecam_chunk=64))
-
-
-@pytest.fixture(scope="module")
-def chelsea_png(photos):
-    return encoded(photos["chelsea"])
 
 
 def answer(service, fields, headers=None) -> tuple[int, dict]:

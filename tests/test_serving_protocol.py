@@ -21,16 +21,6 @@ from whyserve.serving.torchserve import TorchServeHandler
 METHODS = ("gradcam", "contrastive", "scorecam")
 
 
-@pytest.fixture(scope="module")
-def service():
-    return ExplainService(ServingConfig(model="efficientnet_lite0", layer="head_act", scorecam_chunk=64))
-
-
-@pytest.fixture(scope="module")
-def chelsea_png(photos):
-    return encoded(photos["chelsea"])
-
-
 # -- parsing -----------------------------------------------------------------------------------
 
 

@@ -30,18 +30,8 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def url(server):
-    return f"{server.inference_url}/predictions/{MODEL}"
-
-
-@pytest.fixture(scope="module")
-def first_pid(server):
-    return worker_pid(server)
-
-
-@pytest.fixture(scope="module")
-def chelsea(photos):
-    return encoded(photos["chelsea"])
+def chelsea(chelsea_png):
+    return chelsea_png
 
 
 def heatmap(body: dict) -> np.ndarray:
