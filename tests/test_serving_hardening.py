@@ -171,6 +171,7 @@ def test_calibration_measures_the_model(service):
 
 def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(service, chelsea_png, monkeypatch):
     budget = Budget(1.0, Calibration(forward_s=0.01, layer_channels=1280), "efficientnet_lite0_exact")  # 10 ms a forward
+    monkeypatch.setattr(budget, "observe", lambda forward_s: None)  # keep the 10 ms of this test
     monkeypatch.setattr(service, "budget", budget)
     headers = {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}
     error = refused(service, {"body": chelsea_png}, headers, 422, "1,281 forward passes = 12.8 s")
@@ -178,6 +179,24 @@ def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(service
     assert error["valid"] == ["channels: 64 (fast Score-CAM)", "the model efficientnet_lite0_exact (its own worker and timeout for exact methods)"]
     assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": "64"})[0] == 200
     assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "gradcam"})[0] == 200
+
+
+def test_budget_follows_the_forward_time_of_live_batches(service, chelsea_png, monkeypatch):
+    monkeypatch.setattr(service, "budget", Budget(100.0, Calibration(forward_s=5.0, layer_channels=1280)))  # as if loaded while busy
+    assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "gradcam"})[0] == 200
+    assert service.budget.calibration.forward_s != 5.0  # the live batch was taken into account
+    budget = Budget(100.0, Calibration(forward_s=5.0, layer_channels=1280))
+    budget.observe(0.1)
+    assert budget.calibration == Calibration(forward_s=0.8 * 5.0 + 0.2 * 0.1, layer_channels=1280)
+
+
+def test_a_batch_mixing_gradient_methods_and_score_cam_runs_once(service, chelsea_png, caplog):
+    replies = service.handle(
+        [({"body": chelsea_png}, {"X-Explain-Method": m, "X-Explain-Channels": "8"} if m == "scorecam" else {"X-Explain-Method": m})
+         for m in ("gradcam", "scorecam", "contrastive")]
+    )
+    assert [r.status for r in replies] == [200, 200, 200]
+    assert "retrying one request at a time" not in caplog.text  # the batch did not fail as a whole
 
 
 def test_load_fails_when_limits_do_not_fit_the_server():

@@ -128,7 +128,8 @@ class Explainer:
         explanations: list[Explanation | None] = [bcos.get(i) for i in range(len(requests))]
         if cams:
             order = sorted(cams)
-            layer_maps, heatmaps = scale_cams(torch.stack([cams[i] for i in order]), tuple(images.shape[-2:]))
+            # detached: a batch mixing gradient methods and Score-CAM stacks maps with and without a graph
+            layer_maps, heatmaps = scale_cams(torch.stack([cams[i] for i in order]).detach(), tuple(images.shape[-2:]))
             for row, i in enumerate(order):
                 request = requests[i]
                 explanations[i] = Explanation(

@@ -59,13 +59,19 @@ def calibrate(explainer: Explainer, chunk: int, repeats: int = 3) -> Calibration
     return calibration
 
 
-@dataclass(frozen=True)
+@dataclass
 class Budget:
     """``seconds`` per request (None: no budget); ``heavy_model``: where exact methods are served."""
 
     seconds: float | None
     calibration: Calibration
     heavy_model: str | None = None
+
+    def observe(self, forward_s: float) -> None:
+        """Follows the forward time measured on live batches (moving average, weight 0.2): the
+        load-time figure is taken while other workers load, often several times too slow."""
+        blended = 0.8 * self.calibration.forward_s + 0.2 * forward_s
+        self.calibration = Calibration(blended, self.calibration.layer_channels)
 
     def estimate_s(self, request: ExplainRequest | None) -> float:
         return forward_equivalents(request, self.calibration.layer_channels) * self.calibration.forward_s

@@ -213,6 +213,8 @@ class ExplainService:
     def _explain(self, batch: list[_Prepared]) -> list[Reply]:
         images = torch.stack([item.tensor for item in batch])
         result = self.explainer.explain(images, [item.request for item in batch])
+        if self.budget is not None:
+            self.budget.observe(result.timing_ms["predict"] / 1e3 / len(batch))
         replies = []
         for row, item in enumerate(batch):
             explanation = result.explanations[row]
