@@ -127,8 +127,9 @@ def soak(inference: str, management: str, photo: bytes, total: int, seconds: flo
         print(f"| {model} | {first:.0f} | {middle:.0f} | {last:.0f} | {100 * (last - first) / first:+.1f} % |")
 
 
-def head_of_line(inference: str, photo: bytes, count: int) -> None:
-    """Prediction-only p99 (concurrency 4) idle, then with 3 exact Score-CAM requests in flight."""
+def head_of_line(inference: str, photo: bytes, count: int, exact_timeout: float) -> None:
+    """Prediction-only p99 (concurrency 4) idle, then with 3 exact Score-CAM requests in flight
+    (the client gives up on those after ``exact_timeout`` s; the server keeps computing them)."""
     raw = {"Content-Type": "application/octet-stream"}
     predict = {"data": photo, "headers": raw | {"X-Explain-Method": "none"}}
     exact = {"data": photo, "headers": raw | {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}}
@@ -152,7 +153,7 @@ def head_of_line(inference: str, photo: bytes, count: int) -> None:
     print(f"| idle | {percentile(idle, 50):.0f} | {percentile(idle, 99):.0f} | 1.00x | |")
     for target in (MODEL, EXACT):
         with ThreadPoolExecutor(3) as pool:
-            heavy = [pool.submit(_post, requests.Session(), f"{inference}/predictions/{target}", exact) for _ in range(3)]
+            heavy = [pool.submit(_post, requests.Session(), f"{inference}/predictions/{target}", exact, exact_timeout) for _ in range(3)]
             time.sleep(0.5)
             busy = predictions()
             statuses = collections.Counter(str(f.result()[0]) for f in heavy)
@@ -164,17 +165,19 @@ def head_of_line(inference: str, photo: bytes, count: int) -> None:
 
 def main() -> int:
     parser = server_parser(__doc__)
-    parser.add_argument("--requests", type=int, default=5000, help="at most this many mixed requests")
+    parser.add_argument("--requests", type=int, default=5000, help="at most this many mixed requests (0: head of line only)")
     parser.add_argument("--seconds", type=float, default=1200, help="and at most this long")
     parser.add_argument("--head-of-line", type=int, default=200, help="prediction requests per head-of-line row (0: skip)")
+    parser.add_argument("--exact-timeout", type=float, default=600, help="client timeout of the exact requests (s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     photo = Path(photo_path("chelsea")).read_bytes()
 
     def work(inference: str, management: str) -> None:
-        soak(inference, management, photo, args.requests, args.seconds, args.concurrency, args.seed)
+        if args.requests:
+            soak(inference, management, photo, args.requests, args.seconds, args.concurrency, args.seed)
         if args.head_of_line:
-            head_of_line(inference, photo, args.head_of_line)
+            head_of_line(inference, photo, args.head_of_line, args.exact_timeout)
 
     return run_served(args, [MODEL, EXACT, SMALL], work)
 
