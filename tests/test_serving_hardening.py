@@ -16,7 +16,7 @@ from serving_helpers import encoded
 from test_serving_images import rotated_with_exif
 from whyserve import ExplainRequest
 from whyserve.serving.bodies import MAX_JSON_DEPTH
-from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, check_response_size, check_timeout, forward_equivalents
+from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, check_response_size, check_timeout
 
 JSON = {"Content-Type": "application/json"}
 
@@ -156,21 +156,23 @@ def test_base64_with_line_breaks_and_spaces_works(service, chelsea_png):
 # -- 5. cost control ---------------------------------------------------------------------------------
 
 
-def test_score_cam_cost_is_counted_in_forward_passes():
-    assert forward_equivalents(None, 1280) == 1
-    assert forward_equivalents(ExplainRequest("scorecam"), 1280) == 1281
-    assert forward_equivalents(ExplainRequest("scorecam", channels=64), 1280) == 65
-    assert forward_equivalents(ExplainRequest("scorecam", channels=5000), 1280) == 1281
-    assert forward_equivalents(ExplainRequest("gradcam"), 1280) < 10
+def test_score_cam_cost_is_counted_in_forward_passes(service):
+    def cost(request):
+        return service.explainer.cost(service.explainer.resolve(request))
+
+    assert cost(ExplainRequest("scorecam", channels="all")) == 1281
+    assert cost(ExplainRequest("scorecam", channels=64)) == 65
+    assert cost(ExplainRequest("scorecam", channels=5000)) == 1281
+    assert cost(ExplainRequest("gradcam")) < 10
 
 
 def test_calibration_measures_the_model(service):
     calibration = calibrate(service.explainer, 8, repeats=1)
-    assert calibration.layer_channels == 1280 and 0 < calibration.forward_s < 5
+    assert 0 < calibration.forward_s < 30
 
 
 def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(service, chelsea_png, monkeypatch):
-    budget = Budget(1.0, Calibration(forward_s=0.01, layer_channels=1280), "efficientnet_lite0_exact")  # 10 ms a forward
+    budget = Budget(1.0, Calibration(forward_s=0.01), "efficientnet_lite0_exact")  # 10 ms a forward
     monkeypatch.setattr(budget, "observe", lambda forward_s: None)  # keep the 10 ms of this test
     monkeypatch.setattr(service, "budget", budget)
     headers = {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}
@@ -182,12 +184,12 @@ def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(service
 
 
 def test_budget_follows_the_forward_time_of_live_batches(service, chelsea_png, monkeypatch):
-    monkeypatch.setattr(service, "budget", Budget(100.0, Calibration(forward_s=5.0, layer_channels=1280)))  # as if loaded while busy
+    monkeypatch.setattr(service, "budget", Budget(100.0, Calibration(forward_s=5.0)))  # as if loaded while busy
     assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "gradcam"})[0] == 200
     assert service.budget.calibration.forward_s != 5.0  # the live batch was taken into account
-    budget = Budget(100.0, Calibration(forward_s=5.0, layer_channels=1280))
+    budget = Budget(100.0, Calibration(forward_s=5.0))
     budget.observe(0.1)
-    assert budget.calibration == Calibration(forward_s=0.8 * 5.0 + 0.2 * 0.1, layer_channels=1280)
+    assert budget.calibration == Calibration(forward_s=0.8 * 5.0 + 0.2 * 0.1)
 
 
 def test_a_batch_mixing_gradient_methods_and_score_cam_runs_once(service, chelsea_png, caplog):
@@ -203,8 +205,8 @@ def test_load_fails_when_limits_do_not_fit_the_server():
     with pytest.raises(ValueError, match="must be below TorchServe's max_response_size"):
         check_response_size(7_000_000, ServerLimits(max_response_size=6_553_500))
     check_response_size(1_000_000, ServerLimits(max_response_size=6_553_500))
-    calibration = Calibration(forward_s=0.01, layer_channels=1280)
-    exact = [ExplainRequest("gradcam"), ExplainRequest("scorecam")]  # exact: 12.8 s
+    calibration = Calibration(forward_s=0.01)
+    exact = [3.0, 1281.0]  # forward passes of Grad-CAM and of exact Score-CAM: 12.8 s
     with pytest.raises(ValueError, match="a batch of 8 .* 102 s .* over 80% of its responseTimeout of 120 s"):
         check_timeout(Budget(None, calibration), exact, ServerLimits(batch_size=8, response_timeout_s=120))
     check_timeout(Budget(None, calibration), exact, ServerLimits(batch_size=1, response_timeout_s=120))

@@ -1,7 +1,8 @@
 """What an explanation costs, and a per-model budget that keeps slow methods out of a worker
 that also answers fast requests (README, "Cost control").
 
-Cost is counted in forward-equivalents (one forward pass of one image) and turned into seconds
+Cost is counted in forward-equivalents (one forward pass of one image; ``Explainer.cost`` from
+each method's own estimate in the registry) and turned into seconds
 with the per-image forward time measured when the model loads. A request whose estimate is over
 the model's ``explain_budget_s`` is refused with a 422 that names the cheaper option (Score-CAM
 with fewer channels) or the archive that serves exact methods with its own worker.
@@ -15,47 +16,32 @@ from dataclasses import dataclass
 
 import torch
 
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer
+from whyserve.methods import ResolvedRequest
 from whyserve.serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
 
 TIMEOUT_SHARE = 0.8  # of responseTimeout that a full batch of the slowest accepted requests may take
-GRADIENT_FORWARDS = 3.0  # one forward and one backward pass (a backward costs about two forwards)
-
-
-def forward_equivalents(request: ExplainRequest | None, layer_channels: int) -> float:
-    """Estimated forward passes of one request (prediction included). Local until the method
-    registry gives each method its own estimate."""
-    if request is None:
-        return 1.0
-    if request.method == "scorecam":
-        channels = layer_channels if request.channels is None else min(request.channels, layer_channels)
-        return 1.0 + channels  # one masked forward per channel
-    return GRADIENT_FORWARDS
-
 
 @dataclass(frozen=True)
 class Calibration:
-    forward_s: float  # seconds per image per forward pass, measured in batches of ``chunk``
-    layer_channels: int  # channels of the target layer (exact Score-CAM masks every one)
+    forward_s: float  # seconds per image per forward pass, measured in batches like Score-CAM's
 
 
 def calibrate(explainer: Explainer, chunk: int, repeats: int = 3) -> Calibration:
     """Times the model's forward pass on batches like Score-CAM's masked ones (``chunk``
     images, at most 8 to keep loading quick): the fastest of ``repeats`` after one warm-up,
     since other processes only ever add time."""
-    height, width = explainer.spec.input_size
-    images = torch.zeros(min(chunk, 8), 3, height, width)
-    with explainer._running():  # the backend's own pass, the one Score-CAM repeats
-        _, activations = explainer._forward(images[:1], graph=False)
-        times = []
+    images = torch.zeros(min(chunk, 8), 3, *explainer.spec.input_size, device=explainer.device)
+    times = []
+    with explainer.backend.running():  # the backend's own pass, the one Score-CAM repeats
         for _ in range(repeats + 1):
             start = time.perf_counter()
-            explainer._masked_forward(images)
+            explainer.backend.masked_forward(images)
             times.append(time.perf_counter() - start)
-    calibration = Calibration(min(times[1:]) / len(images), int(activations.shape[1]))
-    logger.info("whyserve: %.2f ms per image forward, %d layer channels", calibration.forward_s * 1e3, calibration.layer_channels)
+    calibration = Calibration(min(times[1:]) / len(images))
+    logger.info("whyserve: %.2f ms per image forward", calibration.forward_s * 1e3)
     return calibration
 
 
@@ -70,21 +56,18 @@ class Budget:
     def observe(self, forward_s: float) -> None:
         """Follows the forward time measured on live batches (moving average, weight 0.2): the
         load-time figure is taken while other workers load, often several times too slow."""
-        blended = 0.8 * self.calibration.forward_s + 0.2 * forward_s
-        self.calibration = Calibration(blended, self.calibration.layer_channels)
+        self.calibration = Calibration(0.8 * self.calibration.forward_s + 0.2 * forward_s)
 
-    def estimate_s(self, request: ExplainRequest | None) -> float:
-        return forward_equivalents(request, self.calibration.layer_channels) * self.calibration.forward_s
-
-    def check(self, request: ExplainRequest | None) -> None:
-        if self.seconds is None or request is None:
+    def check(self, request: ResolvedRequest, forwards: float) -> None:
+        """422 when ``request`` (``forwards`` forward passes) is estimated over the budget."""
+        if self.seconds is None:
             return
-        estimate = self.estimate_s(request)
+        estimate = forwards * self.calibration.forward_s
         if estimate <= self.seconds:
             return
-        forwards = forward_equivalents(request, self.calibration.layer_channels)
-        what = f"method {request.method}" + (f" with channels {request.channels or 'all'}" if request.method == "scorecam" else "")
-        valid = self.cheaper(request)
+        channels = getattr(request.options, "channels", False)
+        what = f"method {request.method.name}" + ("" if channels is False else f" with channels {channels or 'all'}")
+        valid = self.cheaper(channels is not False)
         raise ServingError(
             422,
             f"{what} is estimated at {forwards:,.0f} forward passes = {estimate:.1f} s here; this model's explanation budget is"
@@ -93,9 +76,9 @@ class Budget:
             "over_budget",
         )
 
-    def cheaper(self, request: ExplainRequest) -> list[str]:
+    def cheaper(self, has_channels: bool) -> list[str]:
         options = []
-        if request.method == "scorecam":
+        if has_channels:
             affordable = int(self.seconds / self.calibration.forward_s) - 1
             if affordable >= 1:
                 options.append(f"channels: {_round_down(affordable)} (fast Score-CAM)")
@@ -103,9 +86,9 @@ class Budget:
             options.append(f"the model {self.heavy_model} (its own worker and timeout for exact methods)")
         return options or ["method gradcam"]
 
-    def worst_s(self, requests: list[ExplainRequest]) -> float:
-        """The slowest request this worker can accept: the budget, or the costliest of ``requests``."""
-        costliest = max(self.estimate_s(request) for request in requests)
+    def worst_s(self, forwards: list[float]) -> float:
+        """The slowest request this worker can accept: the budget, or the costliest of ``forwards``."""
+        costliest = max(forwards) * self.calibration.forward_s
         return costliest if self.seconds is None else min(costliest, self.seconds)
 
 
@@ -136,15 +119,15 @@ def check_response_size(max_response_bytes: int, server: ServerLimits) -> None:
         )
 
 
-def check_timeout(budget: Budget, methods: list[ExplainRequest], server: ServerLimits) -> None:
+def check_timeout(budget: Budget, forwards: list[float], server: ServerLimits) -> None:
     """Fails the load (ValueError) when a full batch of the slowest accepted requests could
     outlast TorchServe's ``responseTimeout``: TorchServe would then kill the worker and every
     request of the batch would get 500 "Worker died". A fifth of the timeout is kept as margin
     (the estimate is an upper bound: exact Score-CAM scores identical masks once)."""
     response_timeout_s, batch_size = server.response_timeout_s, server.batch_size
-    if response_timeout_s is None or not methods:
+    if response_timeout_s is None or not forwards:
         return
-    worst = budget.worst_s(methods) * batch_size
+    worst = budget.worst_s(forwards) * batch_size
     if worst > response_timeout_s * TIMEOUT_SHARE:
         raise ValueError(
             f"a batch of {batch_size} of the slowest requests this model accepts is estimated at {worst:.0f} s"

@@ -1,4 +1,4 @@
-"""The shared base of the TorchServe handlers in ``handlers/``.
+"""The base of the TorchServe handler in ``handlers/whyserve_handler.py``.
 
 TorchServe only needs a class with ``initialize(context)`` and ``handle(data, context)``, so
 this base does not subclass ``ts.torch_handler.base_handler.BaseHandler`` and never imports
@@ -40,8 +40,8 @@ DEFAULT_MAX_RESPONSE_SIZE = 6_553_500  # TorchServe 0.12's default max_response_
 
 
 class TorchServeHandler:
-    """Subclass it in a file of its own under ``handlers/`` (one class per file); set
-    ``model`` there or in model-config.yaml's ``handler.model``."""
+    """Subclassed in a file of its own (TorchServe wants one class per handler file); the model
+    is model-config.yaml's ``handler.model`` (or a subclass's ``model``)."""
 
     model: str | None = None
 
@@ -53,6 +53,8 @@ class TorchServeHandler:
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         settings = dict(yaml_config.get("handler") or {})
         settings.setdefault("model", self.model)
+        if not settings["model"]:
+            raise ValueError("model-config.yaml has no handler.model: name the whyserve model to serve")
         model_dir = context.system_properties.get("model_dir") or "."
         if settings.get("weights"):
             settings["weights"] = os.path.join(model_dir, settings["weights"])
