@@ -67,12 +67,22 @@ def fault(inference: str, management: str, photo: bytes, before: float, after: f
     stop.set()
     driver.join()
     first_ok = min((done for sent, done, status in log if sent > killed and status == 200), default=None)
-    during = collections.Counter(str(status) for sent, done, status in log if done >= killed and (first_ok is None or sent < first_ok))
+    during = collections.Counter(
+        str(status) for sent, done, status in log if done >= killed and (first_ok is None or sent < first_ok)
+    )
     total = collections.Counter(str(status) for _, _, status in log)
     print(f"\nkill -9 of worker {victim} after {before:.0f} s of gradcam traffic at concurrency {concurrency}\n")
     print("| figure | value |\n|---|---|")
-    print(f"| new worker READY (management API) after | {ready - killed:.1f} s |" if ready else "| new worker READY | not within 300 s |")
-    print(f"| first 200 sent after the kill, answered after | {first_ok - killed:.1f} s |" if first_ok else "| first 200 after the kill | none |")
+    print(
+        f"| new worker READY (management API) after | {ready - killed:.1f} s |"
+        if ready
+        else "| new worker READY | not within 300 s |"
+    )
+    print(
+        f"| first 200 sent after the kill, answered after | {first_ok - killed:.1f} s |"
+        if first_ok
+        else "| first 200 after the kill | none |"
+    )
     print(f"| requests answered between the kill and that 200 | {dict(during)} |")
     print(f"| all requests | {dict(total)} |")
     print(f"| failed requests (not 200) | {sum(n for s, n in total.items() if s != '200')} |")
@@ -84,7 +94,11 @@ def main() -> int:
     parser.add_argument("--after", type=float, default=10, help="seconds of traffic after the new worker is READY")
     args = parser.parse_args()
     photo = Path(photo_path("chelsea")).read_bytes()
-    return run_served(args, [MODEL], lambda inference, management: fault(inference, management, photo, args.before, args.after, args.concurrency))
+    return run_served(
+        args,
+        [MODEL],
+        lambda inference, management: fault(inference, management, photo, args.before, args.after, args.concurrency),
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 

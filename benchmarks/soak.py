@@ -48,9 +48,17 @@ def kinds(photo: bytes) -> dict[str, tuple[float, str, dict]]:
         "prediction": (0.35, MODEL, {"data": photo, "headers": raw | {"X-Explain-Method": "none"}}),
         "gradcam": (0.25, MODEL, {"data": photo, "headers": raw | {"X-Explain-Method": "gradcam"}}),
         "contrastive": (0.10, MODEL, {"json": {"image": b64, "method": "contrastive", "contrast": "Egyptian cat"}}),
-        "scorecam fast (16)": (0.04, MODEL, {"data": photo, "headers": raw | {"X-Explain-Method": "scorecam", "X-Explain-Channels": "16"}}),
+        "scorecam fast (16)": (
+            0.04,
+            MODEL,
+            {"data": photo, "headers": raw | {"X-Explain-Method": "scorecam", "X-Explain-Channels": "16"}},
+        ),
         "flowers gradcam": (0.10, SMALL, {"data": photo, "headers": raw | {"X-Explain-Method": "gradcam"}}),
-        "bad: exact over budget": (0.02, MODEL, {"data": photo, "headers": raw | {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}}),
+        "bad: exact over budget": (
+            0.02,
+            MODEL,
+            {"data": photo, "headers": raw | {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}},
+        ),
         "bad: not an image": (0.04, MODEL, {"data": b"not an image", "headers": raw}),
         "bad: aspect-ratio bomb": (0.03, MODEL, {"data": _png(Image.new("RGB", (20_000, 1))), "headers": raw}),
         "bad: deep JSON": (0.03, MODEL, {"data": b"[" * 10_000 + b"]" * 10_000, "headers": {"Content-Type": "application/json"}}),
@@ -120,7 +128,9 @@ def soak(inference: str, management: str, photo: bytes, total: int, seconds: flo
     overall = collections.Counter()
     for counter in record.statuses.values():
         overall.update(counter)
-    print(f"\nall statuses: {dict(sorted(overall.items(), key=str))}; 5xx: {sum(n for s, n in overall.items() if str(s).startswith('5'))}")
+    print(
+        f"\nall statuses: {dict(sorted(overall.items(), key=str))}; 5xx: {sum(n for s, n in overall.items() if str(s).startswith('5'))}"
+    )
     print("\n| worker | RSS start MB | middle MB | end MB | growth start->end |\n|---|---:|---:|---:|---:|")
     for model in rss["start"]:
         first, middle, last = rss["start"][model], rss["middle"][model], rss["end"][model]
@@ -153,14 +163,19 @@ def head_of_line(inference: str, photo: bytes, count: int, exact_timeout: float)
     print(f"| idle | {percentile(idle, 50):.0f} | {percentile(idle, 99):.0f} | 1.00x | |")
     for target in (MODEL, EXACT):
         with ThreadPoolExecutor(3) as pool:
-            heavy = [pool.submit(_post, requests.Session(), f"{inference}/predictions/{target}", exact, exact_timeout) for _ in range(3)]
+            heavy = [
+                pool.submit(_post, requests.Session(), f"{inference}/predictions/{target}", exact, exact_timeout)
+                for _ in range(3)
+            ]
             time.sleep(0.5)
             busy = predictions()
             statuses = collections.Counter(str(f.result()[0]) for f in heavy)
             slowest = max(f.result()[1] for f in heavy) / 1e3
         ratio = percentile(busy, 99) / percentile(idle, 99)
         got = ", ".join(f"{s} x{n}" for s, n in statuses.items()) + f" (slowest {slowest:.0f} s)"
-        print(f"| 3 exact Score-CAM to {target} | {percentile(busy, 50):.0f} | {percentile(busy, 99):.0f} | {ratio:.2f}x | {got} |")
+        print(
+            f"| 3 exact Score-CAM to {target} | {percentile(busy, 50):.0f} | {percentile(busy, 99):.0f} | {ratio:.2f}x | {got} |"
+        )
 
 
 def main() -> int:

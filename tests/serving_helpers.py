@@ -55,7 +55,9 @@ def broken_archive(store: Path, name: str) -> None:
     archiver = Path(sys.executable).parent / "torch-model-archiver"
     handler = ROOT / "handlers" / "whyserve_handler.py"
     command = [str(archiver), "--model-name", name, "--version", "1.0", "--handler", str(handler)]
-    subprocess.run([*command, "--config-file", str(config), "--export-path", str(store), "--force"], check=True, capture_output=True)
+    subprocess.run(
+        [*command, "--config-file", str(config), "--export-path", str(store), "--force"], check=True, capture_output=True
+    )
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -111,7 +113,9 @@ def post(url: str, request: dict, timeout: float = 120) -> requests.Response:
 
 def worker_pid(server: launcher.TorchServe, model: str = MODEL) -> int:
     """The PID of the model's one worker (management API), which must be READY."""
-    described = requests.get(f"{server.management_url}/models/{model}", headers=server.auth_headers("management"), timeout=10).json()
+    described = requests.get(
+        f"{server.management_url}/models/{model}", headers=server.auth_headers("management"), timeout=10
+    ).json()
     (worker,) = described[0]["workers"]
     assert worker["status"] == "READY"
     return worker["pid"]

@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_serving_images import rotated_with_exif
 
 from serving_helpers import encoded
-from test_serving_images import rotated_with_exif
 from whyserve import ExplainRequest
 from whyserve.serving.bodies import MAX_JSON_DEPTH
 from whyserve.serving.cost import Budget, Calibration, ServerLimits, calibrate, check_response_size, check_timeout
@@ -127,7 +127,12 @@ def test_deep_json_gets_400_without_recursion_errors(service, chelsea_png):
 
 @pytest.mark.parametrize(
     "target, message",
-    [("9" * 5000, "is not an integer"), (int("9" * 4000), "integer of 4000 digits"), ("²", "unknown class label"), ("-3", "out of range")],
+    [
+        ("9" * 5000, "is not an integer"),
+        (int("9" * 4000), "integer of 4000 digits"),
+        ("²", "unknown class label"),
+        ("-3", "out of range"),
+    ],
 )
 def test_targets_are_parsed_with_bounds(service, chelsea_png, target, message):
     refused(service, {"body": {"image": base64.b64encode(chelsea_png).decode(), "target": target}}, JSON, 400, message)
@@ -178,7 +183,10 @@ def test_exact_score_cam_over_budget_gets_422_naming_the_cheaper_options(service
     headers = {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"}
     error = refused(service, {"body": chelsea_png}, headers, 422, "1,281 forward passes = 12.8 s")
     assert "budget is 1 s per request (about 100 forward passes)" in error["message"]
-    assert error["valid"] == ["channels: 64 (fast Score-CAM)", "the model efficientnet_lite0_exact (its own worker and timeout for exact methods)"]
+    assert error["valid"] == [
+        "channels: 64 (fast Score-CAM)",
+        "the model efficientnet_lite0_exact (its own worker and timeout for exact methods)",
+    ]
     assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": "64"})[0] == 200
     assert answer(service, {"body": chelsea_png}, {"X-Explain-Method": "gradcam"})[0] == 200
 
@@ -194,8 +202,13 @@ def test_budget_follows_the_forward_time_of_live_batches(service, chelsea_png, m
 
 def test_a_batch_mixing_gradient_methods_and_score_cam_runs_once(service, chelsea_png, caplog):
     replies = service.handle(
-        [({"body": chelsea_png}, {"X-Explain-Method": m, "X-Explain-Channels": "8"} if m == "scorecam" else {"X-Explain-Method": m})
-         for m in ("gradcam", "scorecam", "contrastive")]
+        [
+            (
+                {"body": chelsea_png},
+                {"X-Explain-Method": m, "X-Explain-Channels": "8"} if m == "scorecam" else {"X-Explain-Method": m},
+            )
+            for m in ("gradcam", "scorecam", "contrastive")
+        ]
     )
     assert [r.status for r in replies] == [200, 200, 200]
     assert "retrying one request at a time" not in caplog.text  # the batch did not fail as a whole

@@ -43,7 +43,13 @@ def test_aspect_ratio_bomb_is_refused_from_the_header(effnet_resize):
 def test_pixels_after_the_resize_are_limited(effnet_resize):
     wide = encoded(Image.new("RGB", (4_000, 250)))  # ratio 16, resized to 4096x256 = 1,048,576 pixels
     assert decode_image(wide, resized=effnet_resize).size == (4_000, 250)
-    error = _refused(wide, 413, "resizes to 4096x256 = 1,048,576 pixels", limits=ImageLimits(max_resized_pixels=1_000_000), resized=effnet_resize)
+    error = _refused(
+        wide,
+        413,
+        "resizes to 4096x256 = 1,048,576 pixels",
+        limits=ImageLimits(max_resized_pixels=1_000_000),
+        resized=effnet_resize,
+    )
     assert "the limit is 1,000,000 pixels after the model's resize" in error.message
 
 

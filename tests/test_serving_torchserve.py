@@ -15,7 +15,20 @@ import requests
 from PIL import Image
 
 from conftest import CAT_CLASSES
-from serving_helpers import MODEL, as_json, concurrently, corrupt_jpeg, encoded, multipart, png_bomb, post, raw, start_server, truncated_jpeg, worker_pid
+from serving_helpers import (
+    MODEL,
+    as_json,
+    concurrently,
+    corrupt_jpeg,
+    encoded,
+    multipart,
+    png_bomb,
+    post,
+    raw,
+    start_server,
+    truncated_jpeg,
+    worker_pid,
+)
 from whyserve import ExplainRequest
 from whyserve.serving import decode_image
 

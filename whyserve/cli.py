@@ -11,12 +11,12 @@ from tqdm import tqdm
 
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
+from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
 from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
-from whyserve.health import add_arguments as add_health_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,10 @@ def require_object(value: object) -> dict:
 
 def _too_deep(depth: int) -> ServingError:
     return ServingError(
-        400, f"the JSON is nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}", [f"at most {MAX_JSON_DEPTH} levels"], "bad_json"
+        400,
+        f"the JSON is nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}",
+        [f"at most {MAX_JSON_DEPTH} levels"],
+        "bad_json",
     )
 
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 TIMEOUT_SHARE = 0.8  # of responseTimeout that a full batch of the slowest accepted requests may take
 
+
 @dataclass(frozen=True)
 class Calibration:
     forward_s: float  # seconds per image per forward pass, measured in batches like Score-CAM's
@@ -132,6 +133,7 @@ def check_timeout(budget: Budget, forwards: list[float], server: ServerLimits) -
         raise ValueError(
             f"a batch of {batch_size} of the slowest requests this model accepts is estimated at {worst:.0f} s"
             f" ({budget.calibration.forward_s * 1e3:.1f} ms per forward here), over {TIMEOUT_SHARE:.0%} of its responseTimeout"
-            f" of {response_timeout_s:g} s: set handler.explain_budget_s <= {response_timeout_s * TIMEOUT_SHARE / batch_size:.1f},"
+            f" of {response_timeout_s:g} s: set handler.explain_budget_s <="
+            f" {response_timeout_s * TIMEOUT_SHARE / batch_size:.1f},"
             " a smaller batchSize or a longer responseTimeout"
         )

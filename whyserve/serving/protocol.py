@@ -109,7 +109,9 @@ def _json_text(body: str, headers: Mapping[str, object] | None) -> dict | bytes:
     if _looks_like_json(body.encode(), headers):
         if body.lstrip()[:1] in ("{", "["):
             return load_json_object(body.encode())
-        raise ServingError(400, "a JSON body must be an object, not a string", ['{"image": "<base64>", "method": ...}'], "bad_json")
+        raise ServingError(
+            400, "a JSON body must be an object, not a string", ['{"image": "<base64>", "method": ...}'], "bad_json"
+        )
     return body.encode()
 
 

@@ -19,6 +19,14 @@ from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
 from whyserve.methods import ResolvedRequest
 from whyserve.models import load_model
+from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
+from whyserve.serving.images import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_RESIZED_PIXELS,
+    ImageLimits,
+    decode_image,
+    resize_rule,
+)
 from whyserve.serving.protocol import (
     DEFAULT_MAX_PIXELS,
     NO_EXPLANATION,
@@ -29,14 +37,6 @@ from whyserve.serving.protocol import (
     error_body,
     parse_options,
     parse_payload,
-)
-from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
-from whyserve.serving.images import (
-    DEFAULT_MAX_ASPECT_RATIO,
-    DEFAULT_MAX_RESIZED_PIXELS,
-    ImageLimits,
-    decode_image,
-    resize_rule,
 )
 
 logger = logging.getLogger(__name__)
