@@ -128,9 +128,8 @@ def soak(inference: str, management: str, photo: bytes, total: int, seconds: flo
     overall = collections.Counter()
     for counter in record.statuses.values():
         overall.update(counter)
-    print(
-        f"\nall statuses: {dict(sorted(overall.items(), key=str))}; 5xx: {sum(n for s, n in overall.items() if str(s).startswith('5'))}"
-    )
+    errors = sum(n for s, n in overall.items() if str(s).startswith("5"))
+    print(f"\nall statuses: {dict(sorted(overall.items(), key=str))}; 5xx: {errors}")
     print("\n| worker | RSS start MB | middle MB | end MB | growth start->end |\n|---|---:|---:|---:|---:|")
     for model in rss["start"]:
         first, middle, last = rss["start"][model], rss["middle"][model], rss["end"][model]
