@@ -59,6 +59,7 @@ class ServingConfig:
     max_resized_pixels: int = DEFAULT_MAX_RESIZED_PIXELS  # after the model's resize (a 20000x1 image is huge then)
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     max_response_bytes: int = 1_000_000
+    server_max_response_size: int | None = None  # TorchServe's max_response_size (workers are not told it)
     explain_budget_s: float | None = None  # refuse requests estimated slower (whyserve.serving.cost); None: no budget
     heavy_model: str | None = None  # the archive that serves exact methods, named in over-budget errors
     torch_threads: int | None = None  # intra-op threads of this process; None: torch's default

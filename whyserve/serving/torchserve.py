@@ -69,8 +69,8 @@ class TorchServeHandler:
             serialized = ((getattr(context, "manifest", None) or {}).get("model") or {}).get("serializedFile")
             if serialized:
                 settings["weights"] = os.path.join(model_dir, serialized)
-        server = self._server_limits(yaml_config, settings)  # pops its own setting first
-        self.service = ExplainService(ServingConfig.from_dict(settings), server)
+        config = ServingConfig.from_dict(settings)
+        self.service = ExplainService(config, self._server_limits(yaml_config, config))
         logger.info(
             "whyserve: model %s, layer %s, methods %s, default %s",
             settings["model"],
@@ -81,14 +81,14 @@ class TorchServeHandler:
         self.initialized = True
 
     @staticmethod
-    def _server_limits(yaml_config: dict, settings: dict) -> ServerLimits:
+    def _server_limits(yaml_config: dict, config: ServingConfig) -> ServerLimits:
         """TorchServe's limits this model must fit: batchSize and responseTimeout from the
         model-config; max_response_size is not given to workers, so the handler section says it
         (``server_max_response_size``, TorchServe's default 6553500 when absent)."""
         return ServerLimits(
             batch_size=int(yaml_config.get("batchSize", 1)),
             response_timeout_s=float(yaml_config.get("responseTimeout", 120)),
-            max_response_size=int(settings.pop("server_max_response_size", DEFAULT_MAX_RESPONSE_SIZE)),
+            max_response_size=config.server_max_response_size or DEFAULT_MAX_RESPONSE_SIZE,
         )
 
     def handle(self, data, context) -> list:
