@@ -14,7 +14,7 @@ from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_laye
 from whyserve.methods import CONTRAST_METHODS, GRADIENT_METHODS, Explanation
 from whyserve.methods import bcos as bcos_method
 from whyserve.methods.base import scale_cams, weighted_cam
-from whyserve.methods.scorecam import WEIGHTINGS, scorecam_weights
+from whyserve.methods.scorecam import WEIGHTINGS, authors_map, scorecam_weights
 from whyserve.models import ModelSpec
 from whyserve.targets import resolve_class
 
@@ -102,6 +102,7 @@ class Explainer:
             targets = [self._target(r, output[i]) for i, r in enumerate(requests)]
 
             cams: dict[int, torch.Tensor] = {}
+            scaled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (layer map, heatmap)
             timing: dict[int, float] = {}
             if wants_grad:
                 start = time.perf_counter()
@@ -121,7 +122,10 @@ class Explainer:
                         self.scorecam_chunk,
                         request.channels,
                     )
-                    cams[i] = weighted_cam(weights[None], activations[i : i + 1])[0]
+                    if request.weighting == "probability":  # the authors' map, scaled at input size
+                        scaled[i] = authors_map(weights, activations[i], tuple(images.shape[-2:]))
+                    else:
+                        cams[i] = weighted_cam(weights[None], activations[i : i + 1])[0]
                     timing[i] = (time.perf_counter() - start) * 1e3
             bcos = self._bcos_explanations(images, requests, targets, predict_ms)
 
@@ -129,17 +133,18 @@ class Explainer:
         if cams:
             order = sorted(cams)
             layer_maps, heatmaps = scale_cams(torch.stack([cams[i] for i in order]), tuple(images.shape[-2:]))
-            for row, i in enumerate(order):
-                request = requests[i]
-                explanations[i] = Explanation(
-                    method=request.method,
-                    target=targets[i],
-                    contrast=self._contrast(request, targets[i]),
-                    layer=self.layer_name,
-                    heatmap=heatmaps[row].cpu().numpy(),
-                    layer_heatmap=layer_maps[row].cpu().numpy(),
-                    timing_ms={"predict": predict_ms, "explain": timing[i]},
-                )
+            scaled.update({i: (layer_maps[row], heatmaps[row]) for row, i in enumerate(order)})
+        for i, (layer_map, heatmap) in scaled.items():
+            request = requests[i]
+            explanations[i] = Explanation(
+                method=request.method,
+                target=targets[i],
+                contrast=self._contrast(request, targets[i]),
+                layer=self.layer_name,
+                heatmap=heatmap.cpu().numpy(),
+                layer_heatmap=layer_map.cpu().numpy(),
+                timing_ms={"predict": predict_ms, "explain": timing[i]},
+            )
         return BatchResult(
             logits=output.detach(), explanations=explanations, timing_ms={"predict": predict_ms}, backend=self.backend
         )
