@@ -205,7 +205,7 @@ def run(
                 report.pairs[key][f"plain {part}"].append(a)
                 report.pairs[key][f"contrastive {part}"].append(b)
             # the figure's contrastive column: each of the first three images against its petals contrast
-            figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(3)]
+            figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(min(3, len(flowers)))]
             bar.update()
 
     if photos:
