@@ -21,7 +21,7 @@ import pytest
 import quantus  # test-only: requirements/quantus.txt, installed --no-deps by scripts/setup
 import torch
 
-from whyserve import ExplainRequest, Explainer, load_model
+from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.data.flowers import generate, make_fair_grid
 from whyserve.eval import metrics
 
@@ -49,7 +49,9 @@ def flower_maps(cnn):
 
 
 def _quantus(metric, x, y, a, s=None, model=None, **call) -> np.ndarray:
-    return np.asarray(metric(model=model, x_batch=x, y_batch=y, a_batch=a[:, None], s_batch=None if s is None else s[:, None], **call))
+    return np.asarray(
+        metric(model=model, x_batch=x, y_batch=y, a_batch=a[:, None], s_batch=None if s is None else s[:, None], **call)
+    )
 
 
 def test_energy_pointing_game_equals_attribution_localisation(flower_maps):
@@ -86,6 +88,13 @@ def test_grid_pointing_game_equals_focus_on_the_fair_mosaics(cnn):
     targets = [g.labels[c] for g, c in grids]
     maps = np.stack([e.heatmap for e in explainer.explain(x, [ExplainRequest("gradcam", t) for t in targets]).explanations])
     positions = [tuple(int(label == t) for label in g.labels) for (g, _), t in zip(grids, targets)]
-    theirs = _quantus(quantus.Focus(mosaic_shape=x.shape[1:], **OFF), x.numpy(), np.array(targets), maps, model=spec.module, custom_batch=positions)
+    theirs = _quantus(
+        quantus.Focus(mosaic_shape=x.shape[1:], **OFF),
+        x.numpy(),
+        np.array(targets),
+        maps,
+        model=spec.module,
+        custom_batch=positions,
+    )
     ours = np.array([metrics.grid_pointing_game(a, c) for a, (_, c) in zip(maps, grids)])
     assert np.abs(ours - theirs).max() <= 1e-6 and ours.std() > 0.01

@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whyserve import ExplainRequest, Explainer
-from whyserve.onnx_runtime import OrtExplainer, create_session, export_onnx
+from whyserve import Explainer, ExplainRequest
+from whyserve.backends.ort_backend import OrtBackend
+from whyserve.onnx_runtime import create_session, export_onnx
 
 # (model fixture, layer, (H, W)): non-square, and not the models' 224 x 224
 CASES = {"head": ("resnet", "layer4", (48, 64)), "mid": ("effnet", "net._blocks.4", (96, 128))}
@@ -73,6 +74,6 @@ def test_pytorch_path_gives_the_authors_map(case):
 def test_onnx_runtime_path_gives_the_authors_map(case, tmp_path):
     spec, layer, image, target, reference = case
     session = create_session(export_onnx(spec, tmp_path / "model.onnx", layer=layer), threads=2)
-    result = OrtExplainer(spec, session, scorecam_chunk=64).explain(image, [ExplainRequest("scorecam", target)])
+    result = Explainer(spec, backend=OrtBackend(session), scorecam_chunk=64).explain(image, [ExplainRequest("scorecam", target)])
     assert result.backend.startswith("onnxruntime")
     assert np.abs(result.explanations[0].heatmap - reference).max() <= 1e-4

@@ -47,7 +47,7 @@ from whyserve.data.flowers import (
     make_grid,
     one_part_contrasts,
 )
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.eval import metrics
 from whyserve.models import ModelSpec, load_model
 
@@ -80,29 +80,34 @@ class Report:
             for column in COLUMNS:
                 v = values.get(column, [])
                 percent = column.startswith(("Avg Drop", "Incr Conf"))
-                cells.append(self.cell(v, 100.0 if percent else 1.0) if v else "–")
+                cells.append(_cell(v, self.seed, 100.0 if percent else 1.0) if v else "–")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         if self.pairs:
             lines += ["", "One-part contrasts (P and Q differ in one part's colour): share of positive energy on that part", ""]
             lines += ["| model | plain map of P | share | contrastive map P vs Q | share | ratio |", "|---|---|---|---|---|---|"]
             for row, values in self.pairs.items():
-                model, plain, contrastive = row.split(" | ")
-                a, b = np.mean(values["plain"]), np.mean(values["contrastive"])
-                share_a, share_b = self.cell(values["plain"]), self.cell(values["contrastive"])
-                lines.append(f"| {model} | {plain} | {share_a} | {contrastive} | {share_b} | {b / a if a else float('inf'):.2f} |")
+                lines.append(_pair_row(row.split(" | "), values["plain"], values["contrastive"], self.seed))
             for part in CLASS_PARTS:
                 for row, values in self.pairs.items():
                     if values.get(f"plain {part}"):
-                        a, b = np.mean(values[f"plain {part}"]), np.mean(values[f"contrastive {part}"])
-                        share_a, share_b = self.cell(values[f"plain {part}"]), self.cell(values[f"contrastive {part}"])
-                        lines.append(f"| {row.split(' | ')[0]}, {part} only | {row.split(' | ')[1]} | {share_a} | {row.split(' | ')[2]} | {share_b} | {b / a if a else float('inf'):.2f} |")
+                        model, plain, contrastive = row.split(" | ")
+                        names = (f"{model}, {part} only", plain, contrastive)
+                        lines.append(_pair_row(names, values[f"plain {part}"], values[f"contrastive {part}"], self.seed))
         return "\n".join(lines)
 
-    def cell(self, values: list[float], scale: float = 1.0) -> str:
-        """mean [95 % bootstrap interval] n=..."""
-        low, high = metrics.bootstrap_interval(values, self.seed)
-        digits = 1 if scale != 1.0 else 3
-        return f"{scale * np.mean(values):.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}] n={len(values)}"
+
+def _pair_row(names, plain: list[float], contrastive: list[float], seed: int) -> str:
+    model, plain_name, contrastive_name = names
+    a, b = np.mean(plain), np.mean(contrastive)
+    ratio = b / a if a else float("inf")
+    return f"| {model} | {plain_name} | {_cell(plain, seed)} | {contrastive_name} | {_cell(contrastive, seed)} | {ratio:.2f} |"
+
+
+def _cell(values: list[float], seed: int, scale: float = 1.0) -> str:
+    """mean [95 % bootstrap interval] n=..."""
+    low, high = metrics.bootstrap_interval(values, seed)
+    digits = 1 if scale != 1.0 else 3
+    return f"{scale * np.mean(values):.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}] n={len(values)}"
 
 
 def _predictor(spec: ModelSpec):
@@ -131,7 +136,9 @@ def _faithfulness(
 ) -> None:
     """``mean``: the dataset-mean image (C, H, W), the third Average Drop baseline."""
     report.rows[row]["deletion AUC ↓"].append(metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
-    report.rows[row]["insertion AUC ↑"].append(metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
+    report.rows[row]["insertion AUC ↑"].append(
+        metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
+    )
     for name, baseline in zip(BASELINES, (None, metrics.blurred(image), mean)):
         drop, increase = metrics.confidence_change(predict, image, heatmap, target, baseline)
         report.rows[row][f"Avg Drop % ↓ ({name})"].append(drop)
@@ -141,6 +148,17 @@ def _faithfulness(
 def _mean_image(images: torch.Tensor) -> torch.Tensor:
     """The per-channel mean of ``images`` (N, C, H, W), as one image (C, H, W)."""
     return images.mean(dim=(0, 2, 3))[:, None, None].expand(images.shape[1:])
+
+
+@dataclass
+class _Flowers:
+    """The generated images every flower model is measured on."""
+
+    flowers: list
+    images: torch.Tensor
+    mean: torch.Tensor  # the dataset-mean image, a baseline of Average Drop / Increase in Confidence
+    grid_cells: list[tuple[Grid, int]]  # (mixed grid, scored cell)
+    fair_cells: list[tuple[Grid, int]]  # (fair grid, its target's cell)
 
 
 def run(
@@ -156,58 +174,15 @@ def run(
     """``steps``: pixel chunks of the deletion and insertion curves."""
     report = Report(seed=seed)
     flowers = generate(n_images, seed, labels=balanced_labels(n_images))
-    images = torch.stack([_to_tensor(f.image) for f in flowers])
-    mean = _mean_image(images)
-    labels = [f.label for f in flowers]
     grids = [make_grid(seed + 1, g) for g in range(n_grids)]
+    images = torch.stack([_to_tensor(f.image) for f in flowers])
     fair = [make_fair_grid(seed + 2, g) for g in range(4 * n_grids)]  # as many scored cells as the mixed grids
+    data = _Flowers(flowers, images, _mean_image(images), [(g, c) for g in grids for c in range(4)], fair)
     figure_maps: dict[str, list[np.ndarray]] = {}
-
     total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (3 if photos else 0)
     bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
     for name in models:
-        spec = load_model(name)
-        explainer = Explainer(spec, scorecam_chunk=64)  # the chunk changes speed, not the maps
-        predict = _predictor(spec)
-        accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(images), labels)]))
-        report.rows[f"{name} (accuracy {accuracy:.1%} on these images)"]  # a header row
-        plain_maps: dict[str, list] = {}
-        for method in PLAIN[name]:
-            row = f"{name} / {method}"
-            explanations = _maps(explainer, images, [ExplainRequest(method, target=y) for y in labels])
-            plain_maps[method] = explanations
-            for f, image, e in zip(flowers, images, explanations):
-                report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
-                report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
-                _faithfulness(report, row, predict, image, e.heatmap, f.label, steps, mean)
-            cells = [(g, c) for g in grids for c in range(4)]
-            report.rows[row]["grid PG mixed"] += _grid_scores(explainer, method, cells)
-            report.rows[row]["grid PG fair"] += _grid_scores(explainer, method, fair)
-            figure_maps[row] = [e.heatmap for e in explanations[:3]]
-            if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
-                figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
-            bar.update()
-        for plain, contrastive in CONTRASTIVE[name]:
-            key = f"{name} | {plain} of P | {contrastive} P vs Q"
-            rows_, requests, masks, parts = [], [], [], []
-            for k, f in enumerate(flowers):
-                for q in one_part_contrasts(f.label):
-                    rows_.append(k)
-                    requests.append(ExplainRequest(contrastive, target=f.label, contrast=q))
-                    masks.append(f.contrast_mask(q))
-                    parts.append(differing_part(f.label, q))
-            explanations = _maps(explainer, images[rows_], requests)
-            for k, e, mask, part in zip(rows_, explanations, masks, parts):
-                a = metrics.energy_pointing_game(plain_maps[plain][k].heatmap, mask)
-                b = metrics.energy_pointing_game(e.heatmap, mask)
-                report.pairs[key]["plain"].append(a)
-                report.pairs[key]["contrastive"].append(b)
-                report.pairs[key][f"plain {part}"].append(a)
-                report.pairs[key][f"contrastive {part}"].append(b)
-            # the figure's contrastive column: each of the first three images against its petals contrast
-            figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(min(3, len(flowers)))]
-            bar.update()
-
+        _flower_model(report, name, data, figure_maps, bar, steps)
     if photos:
         _photos(report, bar, steps)
     bar.close()
@@ -228,6 +203,63 @@ def _grid_scores(explainer: Explainer, method: str, cells: list[tuple[Grid, int]
         saliency = e.contributions if e.contributions is not None else e.heatmap
         scores.append(metrics.grid_pointing_game(saliency, c))
     return scores
+
+
+def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, bar, steps: int) -> None:
+    spec = load_model(name)
+    explainer = Explainer(spec, scorecam_chunk=64)  # the chunk changes speed, not the maps
+    predict = _predictor(spec)
+    labels = [f.label for f in data.flowers]
+    accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(data.images), labels)]))
+    report.rows[f"{name} (accuracy {accuracy:.1%} on these images)"]  # a header row
+    plain_maps: dict[str, list] = {}
+    for method in PLAIN[name]:
+        plain_maps[method] = _plain(report, name, method, (explainer, predict), data, figure_maps, steps)
+        bar.update()
+    for plain, contrastive in CONTRASTIVE[name]:
+        key = f"{name} | {plain} of P | {contrastive} P vs Q"
+        explanations = _contrasts(report, key, contrastive, explainer, data, plain_maps[plain])
+        # the figure's contrastive column: each of the first three images against its petals contrast
+        figure_maps[f"{name} / {contrastive} (vs other petals)"] = [
+            explanations[3 * k].heatmap for k in range(min(3, len(data.flowers)))
+        ]
+        bar.update()
+
+
+def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, figure_maps: dict, steps: int) -> list:
+    """ "Why P?" maps of the true class: localisation, faithfulness and the grid pointing game."""
+    (explainer, predict), row = run, f"{name} / {method}"
+    explanations = _maps(explainer, data.images, [ExplainRequest(method, target=f.label) for f in data.flowers])
+    for f, image, e in zip(data.flowers, data.images, explanations):
+        report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
+        report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
+        _faithfulness(report, row, predict, image, e.heatmap, f.label, steps, data.mean)
+    report.rows[row]["grid PG mixed"] += _grid_scores(explainer, method, data.grid_cells)
+    report.rows[row]["grid PG fair"] += _grid_scores(explainer, method, data.fair_cells)
+    figure_maps[row] = [e.heatmap for e in explanations[:3]]
+    if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
+        figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
+    return explanations
+
+
+def _contrasts(report: Report, key: str, contrastive: str, explainer: Explainer, data: _Flowers, plain_maps: list) -> list:
+    """Each one-part contrast Q of each image: the share of energy on the differing part."""
+    rows_, requests, masks, parts = [], [], [], []
+    for k, f in enumerate(data.flowers):
+        for q in one_part_contrasts(f.label):
+            rows_.append(k)
+            requests.append(ExplainRequest(contrastive, target=f.label, contrast=q))
+            masks.append(f.contrast_mask(q))
+            parts.append(differing_part(f.label, q))
+    explanations = _maps(explainer, data.images[rows_], requests)
+    for k, e, mask, part in zip(rows_, explanations, masks, parts):
+        a = metrics.energy_pointing_game(plain_maps[k].heatmap, mask)
+        b = metrics.energy_pointing_game(e.heatmap, mask)
+        report.pairs[key]["plain"].append(a)
+        report.pairs[key]["contrastive"].append(b)
+        report.pairs[key][f"plain {part}"].append(a)
+        report.pairs[key][f"contrastive {part}"].append(b)
+    return explanations
 
 
 def _photos(report: Report, bar, steps: int) -> None:
