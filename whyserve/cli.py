@@ -83,8 +83,15 @@ def _add_export(commands) -> None:
 def _add_eval(commands) -> None:
     evaluate = commands.add_parser("eval", help="measure every method on the flowers ground truth and real photos")
     evaluate.add_argument("--images", type=int, default=64, help="generated flowers (default: 64)")
-    evaluate.add_argument("--grids", type=int, default=16, help="2x2 grids for the grid pointing game (default: 16)")
-    evaluate.add_argument("--seed", type=int, default=100, help="generator seed (training used 1 and 2)")
+    evaluate.add_argument(
+        "--grids", type=int, default=16, help="2x2 mixed-class grids (x4 cells; as many fair-grid cells); 0 skips (default: 16)"
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=100,
+        help="seed of the flowers, grids and bootstrap (training used 1 and 2; any other is unseen)",
+    )
     evaluate.add_argument("--models", nargs="+", default=["flowers_cnn", "flowers_bcos"], choices=["flowers_cnn", "flowers_bcos"])
     evaluate.add_argument("--steps", type=int, default=32, help="pixel chunks of the deletion/insertion curves (default: 32)")
     evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
