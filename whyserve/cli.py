@@ -51,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     client.set_defaults(run=_client)
 
+    demo = commands.add_parser("demo", help="a web page on 127.0.0.1 that asks a running server and shows the maps")
+    demo.add_argument("--url", default="http://127.0.0.1:8080", help="inference API of the server (default: %(default)s)")
+    demo.add_argument("--management", default="http://127.0.0.1:8081", help="management API, for the served models")
+    demo.add_argument("--port", type=int, default=8000, help="port of the page on 127.0.0.1 (0: a free one)")
+    demo.add_argument("--token", help="inference key when token auth is on (stays in the demo, never in the page)")
+    demo.add_argument("--management-token", help="management key when token auth is on")
+    demo.add_argument("--token-file", type=Path, help="TorchServe's key_file.json (both keys)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds per forwarded request")
+    demo.set_defaults(run=_demo)
+
     export = commands.add_parser("export-onnx", help="write a model as ONNX with (logits, activations) outputs")
     export.add_argument("model", choices=available_models())
     export.add_argument("--weights", help="state-dict file for the model (default: its bundled weights)")
@@ -108,52 +118,54 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    import base64
-    import io
-    import json
     import urllib.error
-    import urllib.request
+
+    from whyserve.client import Client, ServerError
 
     path = _resolve_image(args.image)
-    headers = {"Content-Type": "application/octet-stream", "X-Explain-Outputs": "heatmap,overlay", "X-Explain-Topk": str(args.topk)}
-    for option in ("method", "target", "contrast", "weighting", "channels"):
-        if getattr(args, option) is not None:
-            headers[f"X-Explain-{option.capitalize()}"] = str(getattr(args, option))
-    if args.token:
-        headers["Authorization"] = f"Bearer {args.token}"
-    request = urllib.request.Request(args.url, data=Path(path).read_bytes(), headers=headers, method="POST")
+    options = {k: getattr(args, k) for k in ("method", "target", "contrast", "weighting", "channels")}
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as error:
-        text = error.read().decode("utf-8", errors="replace")
-        try:
-            detail = json.loads(text)["error"]
-            valid = f" (valid: {', '.join(map(str, detail['valid']))})" if detail.get("valid") else ""
-            print(f"whyserve: HTTP {error.code}: {detail['message']}{valid}", file=sys.stderr)
-        except (ValueError, KeyError, TypeError):
-            print(f"whyserve: HTTP {error.code}: {text.strip()}", file=sys.stderr)
+        result = Client(args.url, token=args.token, timeout=args.timeout).explain(path, topk=args.topk, **options)
+    except ServerError as error:
+        print(f"whyserve: {error}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as error:
         print(f"whyserve: cannot reach {args.url}: {error}", file=sys.stderr)
         return 1
     lines = [f"{args.image}:"]
-    for p in answer["predictions"]:
-        lines.append(f"  {p['probability']:7.2%}  {p['index']:>4}  {p['label']}")
-    explanation = answer.get("explanation")
-    if explanation:
-        what = f"{explanation['method']}: why {explanation['target']['label']}"
-        if explanation.get("contrast"):
-            what += f", rather than {explanation['contrast'].get('label', explanation['contrast'].get('value'))}"
-        what += "?"
+    for p in result.predictions:
+        lines.append(f"  {p.probability:7.2%}  {p.index:>4}  {p.label}")
+    if result.method:
+        what = f"{result.method}: {result.question}"
         args.out.mkdir(parents=True, exist_ok=True)
         stem = args.out / Path(path).stem
-        Path(f"{stem}_heatmap.png").write_bytes(base64.b64decode(explanation["heatmap"]["data"]))
-        picture = Image.open(io.BytesIO(base64.b64decode(explanation["overlay"]["data"]))).convert("RGB")
-        Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(picture, what)))
-        timing = ", ".join(f"{k} {v:.0f} ms" for k, v in explanation["timing_ms"].items())
+        Path(f"{stem}_heatmap.png").write_bytes(encode(heatmap_image(result.heatmap)))
+        Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(result.overlay.convert("RGB"), what)))
+        timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())
         lines.append(f"  {what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})")
     print("\n".join(lines))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from whyserve.demo import Upstream, make_server, read_token_file
+
+    token, management_token = read_token_file(args.token_file) if args.token_file else (None, None)
+    upstream = Upstream(
+        args.url.rstrip("/"),
+        args.management.rstrip("/") if args.management else None,
+        args.token or token,
+        args.management_token or management_token,
+        args.timeout,
+    )
+    server = make_server(upstream, args.port)
+    print(f"whyserve demo: http://127.0.0.1:{server.server_address[1]}/ (asks {upstream.url}; Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
