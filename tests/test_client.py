@@ -1,5 +1,6 @@
-"""``whyserve.client`` against a real TorchServe 0.12 serving the real EfficientNet-Lite0 archive:
-every kind of image input, both encodings, the error, the management API, token auth."""
+"""``whyserve.client`` against a real TorchServe 0.12 serving the real EfficientNet-Lite0 archive
+with configs/production.properties (token auth on): every kind of image input, both encodings,
+the errors, the management API."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from serving_helpers import MODEL, encoded, start_server
 from whyserve.client import Client, ExplainResult, ServerError, image_bytes
+from whyserve.demo import read_token_file
 from whyserve.photos import photo_path
 
 pytestmark = pytest.mark.slow
@@ -18,14 +20,20 @@ TIGER_CAT = 282
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    ts = start_server(tmp_path_factory, "local.properties")
+    ts = start_server(tmp_path_factory, "production.properties")
     yield ts
     ts.stop()
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    return Client(server.inference_url, model=MODEL, management=server.management_url, timeout=120)
+def keys(server) -> tuple[str, str]:
+    """(inference, management) keys from the key_file.json TorchServe wrote."""
+    return read_token_file(server.workdir / "key_file.json")
+
+
+@pytest.fixture(scope="module")
+def client(server, keys):
+    return Client(server.inference_url, keys[0], 120, MODEL, server.management_url, keys[1])
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +103,25 @@ def test_server_errors_carry_code_message_and_valid(client):
     assert not_image.value.status == 400 and "not an image" in not_image.value.message
 
 
+def test_token_auth(server, keys):
+    with pytest.raises(ServerError) as refused:
+        Client(server.inference_url, model=MODEL).explain("chelsea")
+    assert refused.value.status in (400, 401) and "Token Authorization failed" in refused.value.message
+    with pytest.raises(ServerError, match="Token Authorization failed"):
+        Client(server.inference_url, keys[0], management=server.management_url).models()  # the inference key is not it
+
+
 def test_models_from_the_management_api(client):
     assert client.models() == [MODEL]
     with pytest.raises(ValueError, match="management"):
         Client("http://127.0.0.1:1").models()
 
 
-def test_full_prediction_url_and_unknown_model(server):
-    assert Client(f"{server.inference_url}/predictions/{MODEL}").explain("rocket").top.label in ("missile", "projectile, missile")
+def test_full_prediction_url_and_unknown_model(server, keys):
+    rocket = Client(f"{server.inference_url}/predictions/{MODEL}", keys[0]).explain("rocket")
+    assert rocket.top.label in ("missile", "projectile, missile")
     with pytest.raises(ServerError) as unknown:
-        Client(server.inference_url, model="nope").explain("rocket")
+        Client(server.inference_url, keys[0], model="nope").explain("rocket")
     assert unknown.value.status == 404 and "nope" in unknown.value.message  # TorchServe's own error JSON
 
 

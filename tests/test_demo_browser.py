@@ -1,6 +1,7 @@
 """The ``whyserve demo`` page in a real browser: Debian's Chromium, headless, driven by Selenium
 through Debian's ChromeDriver (scripts/browser installs both), in front of a real TorchServe
-serving the real EfficientNet-Lite0 and the B-cos flowers archives.
+serving the real EfficientNet-Lite0 and the B-cos flowers archives with token auth on
+(configs/production.properties): the demo holds the keys, the page never sees them.
 
 Screenshots go to a temporary folder (``pytest -s`` prints where), and are copied to the folder
 named by ``WHYSERVE_SHOTS`` when that is set, for a person to look at."""
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from serving_helpers import MODEL, start_server
 from whyserve.data.flowers import CLASS_NAMES, make_flower
-from whyserve.demo import Upstream, make_server
+from whyserve.demo import Upstream, make_server, read_token_file
 from whyserve.photos import photo_path
 
 from selenium.webdriver import Chrome, ChromeOptions
@@ -50,16 +52,28 @@ return {cells: cells.map((v) => v / n), colours: colours.size};
 """
 
 
+# Fetches the given paths from the page's own origin; hands their texts, joined, to Selenium.
+FETCH_ALL = """
+const done = arguments[arguments.length - 1];
+Promise.all(arguments[0].map((p) => fetch(p).then((r) => r.text()))).then((texts) => done(texts.join("\\n")));
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    ts = start_server(tmp_path_factory, "local.properties", models=(MODEL, BCOS))
+    ts = start_server(tmp_path_factory, "production.properties", models=(MODEL, BCOS))
     yield ts
     ts.stop()
 
 
 @pytest.fixture(scope="module")
-def demo(server):
-    httpd = make_server(Upstream(server.inference_url, server.management_url, timeout=120))
+def keys(server) -> tuple[str, str]:
+    return read_token_file(server.workdir / "key_file.json")
+
+
+@pytest.fixture(scope="module")
+def demo(server, keys):
+    httpd = make_server(Upstream(server.inference_url, server.management_url, *keys, timeout=120))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -207,3 +221,14 @@ def test_bcos_colour_image_and_methods_side_by_side(browser, demo, shots, tmp_pa
     browser.execute_script("document.getElementById('compare-section').scrollIntoView()")
     browser.save_screenshot(str(shots / "5_methods_side_by_side.png"))
 
+
+
+def test_the_keys_stay_in_the_demo(browser, demo, keys, server):
+    open_page(browser, demo, MODEL)
+    upload(browser, photo_path("coffee"))
+    assert labels(browser)[0] == "espresso"  # answered through the demo, which sent the key
+    refused = requests.post(f"{server.inference_url}/predictions/{MODEL}", data=b"x", timeout=30)
+    assert refused.status_code in (400, 401) and "Token Authorization failed" in refused.text  # auth is on
+    seen = browser.execute_async_script(FETCH_ALL, ["/", "/demo.js", "/api/models", f"/api/classes/{MODEL}", "/api/photos"])
+    seen += browser.page_source
+    assert all(key and key not in seen for key in keys)
