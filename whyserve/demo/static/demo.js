@@ -105,7 +105,9 @@ function updateContrast() {
   const on = takesContrast();
   $("contrast").disabled = !on;
   const method = $("method").value || "this method";
-  $("contrast-hint").textContent = on ? "(empty: why not the target with 100% confidence?)" : `(not for ${method})`;
+  // contrastive alone reads an empty contrast as a question of its own (DESIGN.md)
+  const empty = method === "contrastive" ? "(empty: why not the target with 100% confidence?)" : "(optional)";
+  $("contrast-hint").textContent = on ? empty : `(not for ${method})`;
 }
 
 async function choosePhotoByName(name) {
