@@ -17,16 +17,15 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from selenium.webdriver import Chrome, ChromeOptions
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from serving_helpers import MODEL, start_server
 from whyserve.data.flowers import CLASS_NAMES, make_flower
 from whyserve.demo import Upstream, make_server, read_token_file
 from whyserve.photos import photo_path
-
-from selenium.webdriver import Chrome, ChromeOptions
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
 
 pytestmark = pytest.mark.slow
 
@@ -220,7 +219,6 @@ def test_bcos_colour_image_and_methods_side_by_side(browser, demo, shots, tmp_pa
     assert all(c.find_elements(By.TAG_NAME, "canvas") for c in cells), [c.text for c in cells]
     browser.execute_script("document.getElementById('compare-section').scrollIntoView()")
     browser.save_screenshot(str(shots / "5_methods_side_by_side.png"))
-
 
 
 def test_the_keys_stay_in_the_demo(browser, demo, keys, server):

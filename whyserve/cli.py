@@ -6,14 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
-from whyserve.methods import METHODS
-from whyserve.methods.scorecam import WEIGHTINGS
+from whyserve.methods import all_methods, method_names
+from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
@@ -22,14 +21,29 @@ from whyserve.render import encode, heatmap_image, overlay, with_colorbar
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve):
+        add(commands)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except InvalidOption as error:
+        valid = f" (valid: {', '.join(map(str, error.valid))})" if error.valid else ""
+        print(f"whyserve: {error}{valid}", file=sys.stderr)
+        return 2
 
+
+def _methods_help() -> str:
+    return "; ".join(f"{m.name}: {m.help}" for m in all_methods()).replace("%", "%%")  # argparse formats help with %
+
+
+def _add_explain(commands) -> None:
     explain = commands.add_parser("explain", help="predict and explain images in-process")
     explain.add_argument("images", nargs="+", help=f"image files, or bundled photos: {', '.join(available_photos())}")
     explain.add_argument("--model", default="efficientnet_lite0", choices=available_models())
     explain.add_argument("--weights", help="state-dict file for the model (default: its bundled weights)")
-    explain.add_argument("--method", default="gradcam", choices=METHODS)
+    explain.add_argument("--method", default="gradcam", choices=method_names(), help=_methods_help())
     explain.add_argument("--target", help="class index or label to explain (default: top-1)")
-    explain.add_argument("--contrast", help="contrastive only: the class Q in 'why P, rather than Q?'")
+    explain.add_argument("--contrast", help="contrastive and bcos: the class Q in 'why P, rather than Q?'")
     explain.add_argument("--weighting", default="probability", choices=WEIGHTINGS, help="Score-CAM weighting")
     explain.add_argument("--layer", help="target layer (module name; default: the last spatial feature layer)")
     explain.add_argument("--channels", type=_channels, help="Score-CAM: 'all' (exact, default) or the N most varying")
@@ -37,12 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     explain.set_defaults(run=_explain)
 
+
+def _add_client(commands) -> None:
     client = commands.add_parser("client", help="ask a running server for a prediction and its explanation")
     client.add_argument("image", help=f"an image file, or a bundled photo: {', '.join(available_photos())}")
-    client.add_argument("--url", default="http://127.0.0.1:8080/predictions/efficientnet_lite0", help="prediction URL of the model")
-    client.add_argument("--method", help="gradcam, contrastive, scorecam or none (default: the model's)")
+    client.add_argument(
+        "--url", default="http://127.0.0.1:8080/predictions/efficientnet_lite0", help="prediction URL of the model"
+    )
+    client.add_argument("--method", help=f"{', '.join(method_names())} or none (default: the model's)")
     client.add_argument("--target", help="class index or label to explain (default: top-1)")
-    client.add_argument("--contrast", help="contrastive only: the class Q in 'why P, rather than Q?'")
+    client.add_argument("--contrast", help="contrastive and bcos: the class Q in 'why P, rather than Q?'")
     client.add_argument("--weighting", choices=WEIGHTINGS, help="Score-CAM weighting")
     client.add_argument("--channels", help="Score-CAM: 'all' (exact) or N most varying channels (default: the model's)")
     client.add_argument("--topk", type=int, default=5)
@@ -51,16 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     client.set_defaults(run=_client)
 
-    demo = commands.add_parser("demo", help="a web page on 127.0.0.1 that asks a running server and shows the maps")
-    demo.add_argument("--url", default="http://127.0.0.1:8080", help="inference API of the server (default: %(default)s)")
-    demo.add_argument("--management", default="http://127.0.0.1:8081", help="management API, for the served models")
-    demo.add_argument("--port", type=int, default=8000, help="port of the page on 127.0.0.1 (0: a free one)")
-    demo.add_argument("--token", help="inference key when token auth is on (stays in the demo, never in the page)")
-    demo.add_argument("--management-token", help="management key when token auth is on")
-    demo.add_argument("--token-file", type=Path, help="TorchServe's key_file.json (both keys)")
-    demo.add_argument("--timeout", type=float, default=300.0, help="seconds per forwarded request")
-    demo.set_defaults(run=_demo)
 
+def _add_export(commands) -> None:
     export = commands.add_parser("export-onnx", help="write a model as ONNX with (logits, activations) outputs")
     export.add_argument("model", choices=available_models())
     export.add_argument("--weights", help="state-dict file for the model (default: its bundled weights)")
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", type=Path, help="the .onnx file (default: ./MODEL.onnx)")
     export.set_defaults(run=_export_onnx)
 
+
+def _add_eval(commands) -> None:
     evaluate = commands.add_parser("eval", help="measure every method on the flowers ground truth and real photos")
     evaluate.add_argument("--images", type=int, default=64, help="generated flowers (default: 64)")
     evaluate.add_argument("--grids", type=int, default=16, help="2x2 grids for the grid pointing game (default: 16)")
@@ -78,20 +90,41 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
     evaluate.set_defaults(run=_eval)
 
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except InvalidOption as error:
-        valid = f" (valid: {', '.join(map(str, error.valid))})" if error.valid else ""
-        print(f"whyserve: {error}{valid}", file=sys.stderr)
+
+def _add_serve_kserve(commands) -> None:
+    kserve = commands.add_parser("serve-kserve", help="serve a model with KServe's model server (v1, v2, raw), no TorchServe")
+    kserve.add_argument("--model", help="model name (default: the config's handler.model)")
+    kserve.add_argument("--config", type=Path, help="a model-config.yaml (archives/<model>/): its handler section and batching")
+    kserve.add_argument("--http-port", type=int, default=8080)
+    kserve.add_argument("--grpc-port", type=int, help="also serve KServe's gRPC v2 on this port (default: off)")
+    kserve.add_argument("--batch-size", type=int, help="most requests per batch (default: the config's batchSize, else 8)")
+    kserve.add_argument("--max-batch-delay", type=float, help="ms to wait for a batch to fill (default: the config's, else 10)")
+    kserve.set_defaults(run=_serve_kserve)
+
+
+def _serve_kserve(args: argparse.Namespace) -> int:
+    import yaml
+
+    from whyserve.serving.kserve import serve
+    from whyserve.serving.service import ServingConfig
+
+    settings = yaml.safe_load(args.config.read_text()) if args.config else {}
+    handler = dict(settings.get("handler") or {})
+    handler["model"] = args.model or handler.get("model")
+    if not handler["model"]:
+        print("whyserve serve-kserve: give --model or a --config with handler.model", file=sys.stderr)
         return 2
+    batch_size = args.batch_size or settings.get("batchSize", 8)
+    delay = args.max_batch_delay if args.max_batch_delay is not None else settings.get("maxBatchDelay", 10)
+    serve(handler["model"], ServingConfig.from_dict(handler), args.http_port, args.grpc_port, batch_size, delay)
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     spec = load_model(args.model, args.weights)
     explainer = Explainer(spec, layer=args.layer)
-    request = ExplainRequest(args.method, args.target, args.contrast, args.weighting, args.channels)
-    explainer.validate(request)
+    options = {"weighting": args.weighting, "channels": args.channels} if args.method == "scorecam" else {}
+    request = explainer.resolve(ExplainRequest(args.method, args.target, args.contrast, **options))
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for name in tqdm(args.images, unit="image", disable=len(args.images) < 2, file=sys.stderr):
@@ -104,16 +137,12 @@ def _explain(args: argparse.Namespace) -> int:
             continue
         result = explainer.explain(spec.normalize(view)[None], [request])
         explanation = result.explanations[0]
-        lines = [f"{name}:"]
-        for p in result.topk(0, args.topk, spec.class_names):
-            lines.append(f"  {p['probability']:7.2%}  {p['index']:>4}  {p['label']}")
-        what = _describe(explanation, spec.class_names)
+        names = spec.class_names
+        what = _describe(explanation.method, _label(explanation.target, names), _label(explanation.contrast, names))
         stem = args.out / Path(path).stem
         heatmap_image(explanation.heatmap).save(f"{stem}_heatmap.png")
-        picture = with_colorbar(overlay(view, explanation.heatmap), what)
-        Path(f"{stem}_overlay.png").write_bytes(encode(picture))
-        lines.append(f"  {what}: {stem}_overlay.png, {stem}_heatmap.png")
-        tqdm.write("\n".join(lines))
+        Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(overlay(view, explanation.heatmap), what)))
+        tqdm.write(_report(name, result.topk(0, args.topk, names), f"{what}: {stem}_overlay.png, {stem}_heatmap.png"))
     return 1 if failures else 0
 
 
@@ -132,19 +161,31 @@ def _client(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as error:
         print(f"whyserve: cannot reach {args.url}: {error}", file=sys.stderr)
         return 1
-    lines = [f"{args.image}:"]
-    for p in result.predictions:
-        lines.append(f"  {p.probability:7.2%}  {p.index:>4}  {p.label}")
-    if result.method:
-        what = f"{result.method}: {result.question}"
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / Path(path).stem
-        Path(f"{stem}_heatmap.png").write_bytes(encode(heatmap_image(result.heatmap)))
-        Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(result.overlay.convert("RGB"), what)))
-        timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())
-        lines.append(f"  {what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})")
-    print("\n".join(lines))
+    predictions = [vars(p) for p in result.predictions]
+    if not result.method:
+        print(_report(args.image, predictions))
+        return 0
+    contrast = result.contrast or {}
+    what = _describe(result.method, result.target["label"], contrast.get("label", contrast.get("value")))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / Path(path).stem
+    Path(f"{stem}_heatmap.png").write_bytes(encode(heatmap_image(result.heatmap)))
+    Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(result.overlay.convert("RGB"), what)))
+    timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())
+    print(_report(args.image, predictions, f"{what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})"))
     return 0
+
+
+def _add_demo(commands) -> None:
+    demo = commands.add_parser("demo", help="a web page on 127.0.0.1 that asks a running server and shows the maps")
+    demo.add_argument("--url", default="http://127.0.0.1:8080", help="inference API of the server (default: %(default)s)")
+    demo.add_argument("--management", default="http://127.0.0.1:8081", help="management API, for the served models")
+    demo.add_argument("--port", type=int, default=8000, help="port of the page on 127.0.0.1 (0: a free one)")
+    demo.add_argument("--token", help="inference key when token auth is on (stays in the demo, never in the page)")
+    demo.add_argument("--management-token", help="management key when token auth is on")
+    demo.add_argument("--token-file", type=Path, help="TorchServe's key_file.json (both keys)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds per forwarded request")
+    demo.set_defaults(run=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -179,10 +220,16 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from whyserve.eval.benchmark import run
+    from whyserve.eval.report import run
 
     report = run(
-        args.images, args.grids, args.seed, photos=not args.no_photos, figure=args.figure, models=tuple(args.models), steps=args.steps
+        args.images,
+        args.grids,
+        args.seed,
+        photos=not args.no_photos,
+        figure=args.figure,
+        models=tuple(args.models),
+        steps=args.steps,
     )
     print(report.markdown())
     print(f"\nfigure: {args.figure}")
@@ -190,22 +237,27 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _channels(value: str) -> int | None:
-    from whyserve.serving.protocol import ServingError, parse_channels
-
     try:
         return parse_channels(value)
-    except ServingError as error:
+    except InvalidOption as error:
         raise argparse.ArgumentTypeError(error.message) from None
 
 
-def _describe(explanation, class_names) -> str:
-    def label(index):
-        return class_names[index] if class_names and isinstance(index, int) else str(index)
+def _label(index: int | float | None, class_names: tuple[str, ...] | None) -> str | None:
+    if index is None:
+        return None
+    return class_names[index] if class_names and isinstance(index, int) else str(index)
 
-    text = f"{explanation.method}: why {label(explanation.target)}"
-    if explanation.contrast is not None:
-        text += f", rather than {label(explanation.contrast)}"
-    return text + "?"
+
+def _describe(method: str, target: str, contrast: str | float | None) -> str:
+    """``gradcam: why tabby?``, ``contrastive: why tabby, rather than Egyptian cat?``"""
+    return f"{method}: why {target}" + (f", rather than {contrast}" if contrast is not None else "") + "?"
+
+
+def _report(name: str, predictions: list[dict], explained: str | None = None) -> str:
+    """What both ``explain`` and ``client`` print for one image: the top-k, then the files."""
+    lines = [f"{name}:"] + [f"  {p['probability']:7.2%}  {p['index']:>4}  {p['label']}" for p in predictions]
+    return "\n".join(lines + ([f"  {explained}"] if explained else []))
 
 
 def _resolve_image(name: str) -> Path:

@@ -129,7 +129,23 @@ def make_flower(seed: int, index: int, label: int | None = None, size: int = SIZ
     # stem: a thick quadrilateral from the head down
     width = rng.uniform(1.6, 2.6) * s
     foot = head + down * stem_len
-    polygon([tuple(head + side * width), tuple(foot + side * width), tuple(foot - side * width), tuple(head - side * width)], "stem")
+    polygon(
+        [tuple(head + side * width), tuple(foot + side * width), tuple(foot - side * width), tuple(head - side * width)], "stem"
+    )
+    _leaves_and_petals(polygon, rng, head, down, side, stem_len, radius, s)
+    # centre disk
+    polygon(_ellipse(head, radius * rng.uniform(0.32, 0.42), None, 0.0), "centre")
+
+    pixels = np.asarray(image, dtype=np.int16)
+    pixels = pixels + rng.integers(-NOISE, NOISE + 1, size=pixels.shape, dtype=np.int16)
+    label_map = np.asarray(labels)
+    masks = {part: label_map == _LABELS[part] for part in PARTS}
+    return Flower(np.clip(pixels, 0, 255).astype(np.uint8), label, masks, colours)
+
+
+def _leaves_and_petals(polygon, rng, head, down, side, stem_len: float, radius: float, s: float) -> None:
+    """Two leaves on the stem, then the petals around the head (in this order: the draws of
+    ``rng`` must stay the same for the shipped models' data to stay the same)."""
     # leaves: two ellipses on opposite sides of the stem, pointing outwards and up
     leaf_len = rng.uniform(0.75, 1.0) * radius
     for sign, where in ((1, rng.uniform(0.45, 0.7)), (-1, rng.uniform(0.55, 0.85))):
@@ -146,14 +162,6 @@ def make_flower(seed: int, index: int, label: int | None = None, size: int = SIZ
         angle = phase + 2 * math.pi * k / count
         centre = head + np.array([math.cos(angle), math.sin(angle)]) * (radius - petal_len)
         polygon(_ellipse(centre, petal_len, petal_wid, angle), "petals")
-    # centre disk
-    polygon(_ellipse(head, radius * rng.uniform(0.32, 0.42), None, 0.0), "centre")
-
-    pixels = np.asarray(image, dtype=np.int16)
-    pixels = pixels + rng.integers(-NOISE, NOISE + 1, size=pixels.shape, dtype=np.int16)
-    label_map = np.asarray(labels)
-    masks = {part: label_map == _LABELS[part] for part in PARTS}
-    return Flower(np.clip(pixels, 0, 255).astype(np.uint8), label, masks, colours)
 
 
 def generate(n: int, seed: int, labels: list[int] | None = None, size: int = SIZE) -> list[Flower]:

@@ -105,7 +105,8 @@ def colormap() -> list[list[int]]:
 
 
 def describe_models(upstream: Upstream) -> list[dict]:
-    from whyserve.methods import CONTRAST_METHODS
+    """Each served model with its methods, and what whyserve's method registry says of them."""
+    from whyserve.methods import REGISTRY
 
     described = []
     for name in upstream.models():
@@ -113,8 +114,17 @@ def describe_models(upstream: Upstream) -> list[dict]:
             methods, problem = upstream.served_methods(name), None
         except (LookupError, OSError) as error:
             methods, problem = [], str(error)
-        contrast = [m for m in methods if m in CONTRAST_METHODS]
-        described.append({"name": name, "methods": methods, "contrast_methods": contrast, "problem": problem})
+        known = [REGISTRY[m] for m in methods if m in REGISTRY]
+        described.append(
+            {
+                "name": name,
+                "methods": methods,
+                "contrast_methods": [m.name for m in known if m.takes_contrast],
+                "omitted_contrast": {m.name: m.omitted_contrast for m in known if m.takes_contrast},
+                "help": {m.name: m.help for m in known},
+                "problem": problem,
+            }
+        )
     return described
 
 

@@ -103,7 +103,7 @@ def _load(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module
     return module
 
 
-def _spec(name: str, module: nn.Module, weights: str | Path | None, methods: tuple[str, ...], **extra: str) -> ModelSpec:
+def _spec(name: str, module: nn.Module, weights: str | Path | None, bcos_input: str | None = None) -> ModelSpec:
     return ModelSpec(
         name=name,
         module=_load(module, weights, name),
@@ -112,17 +112,16 @@ def _spec(name: str, module: nn.Module, weights: str | Path | None, methods: tup
         input_size=(SIZE, SIZE),
         target_layer="blocks.3",  # 64 x 12 x 12, the last feature block
         class_names=CLASS_NAMES,
-        methods=methods,
-        extra=extra,
+        bcos_input=bcos_input,
     )
 
 
 @register("flowers_cnn")
 def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
-    return _spec("flowers_cnn", FlowersCNN(), weights, ("gradcam", "contrastive", "scorecam"))
+    return _spec("flowers_cnn", FlowersCNN(), weights)
 
 
 @register("flowers_bcos")
 def flowers_bcos(weights: str | Path | None = None) -> ModelSpec:
     # bcos_input: the module whose output is the six-channel input the B-cos layers see
-    return _spec("flowers_bcos", FlowersBcos(), weights, ("bcos", "gradcam", "contrastive", "scorecam"), bcos_input="add_inverse")
+    return _spec("flowers_bcos", FlowersBcos(), weights, bcos_input="add_inverse")

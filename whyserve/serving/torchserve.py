@@ -1,10 +1,14 @@
-"""The shared base of the TorchServe handlers in ``handlers/``.
+"""The base of the TorchServe handler in ``handlers/whyserve_handler.py``.
 
 TorchServe only needs a class with ``initialize(context)`` and ``handle(data, context)``, so
 this base does not subclass ``ts.torch_handler.base_handler.BaseHandler`` and never imports
 TorchServe: the context is used through the attributes TorchServe 0.12 gives it. (The base
 handler would also run inference under ``torch.inference_mode()``, which gradient methods
 must leave anyway.)
+
+With TorchServe's KServe envelopes (``service_envelope=kserve`` / ``kservev2``) the handler gets
+the envelope's instances / inputs instead of raw requests; ``whyserve.serving.envelopes``
+translates them, and the envelope wraps what ``handle`` returns.
 
 Settings come from the ``handler`` section of the archive's model-config.yaml (see
 ``ServingConfig``); weights from the archive's serialized file when it has one.
@@ -16,6 +20,9 @@ import logging
 import os
 from http import HTTPStatus
 
+import numpy as np
+
+from whyserve.serving import envelopes
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -35,8 +42,8 @@ class _Dimension:
 
 
 class TorchServeHandler:
-    """Subclass it in a file of its own under ``handlers/`` (one class per file); set
-    ``model`` there or in model-config.yaml's ``handler.model``."""
+    """Subclassed in a file of its own (TorchServe wants one class per handler file); the model
+    is model-config.yaml's ``handler.model`` (or a subclass's ``model``)."""
 
     model: str | None = None
 
@@ -48,6 +55,8 @@ class TorchServeHandler:
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         settings = dict(yaml_config.get("handler") or {})
         settings.setdefault("model", self.model)
+        if not settings["model"]:
+            raise ValueError("model-config.yaml has no handler.model: name the whyserve model to serve")
         model_dir = context.system_properties.get("model_dir") or "."
         if settings.get("weights"):
             settings["weights"] = os.path.join(model_dir, settings["weights"])
@@ -65,7 +74,12 @@ class TorchServeHandler:
         )
         self.initialized = True
 
-    def handle(self, data, context) -> list[str]:
+    def handle(self, data, context) -> list:
+        envelope = _envelope(data, context)
+        if envelope == envelopes.V1:
+            return self._kserve_v1(data, context)
+        if envelope == envelopes.V2:
+            return self._kserve_v2(data, context)
         requests = []
         for index, row in enumerate(data):
             try:
@@ -81,6 +95,29 @@ class TorchServeHandler:
             self._metrics(context, index, reply)
         return [reply.body for reply in replies]
 
+    def _kserve_v1(self, instances, context) -> list[dict]:
+        """The instances of one v1 request; the envelope wraps the list in predictions/explanations."""
+        replies = envelopes.answer(self.service, envelopes.v1_requests({"instances": instances}))
+        self._respond(context, envelopes.status(replies), replies)
+        return envelopes.v1_items(replies)
+
+    def _kserve_v2(self, inputs, context) -> list[np.ndarray]:
+        """One v2 request. TorchServe 0.12's envelope names each returned array after the input
+        at its position (``context.input_names``) and drops request-level parameters."""
+        reply = envelopes.answer(self.service, [envelopes.v2_request(inputs)])[0]
+        outputs = envelopes.v2_outputs(reply)
+        context.input_names = [output.name for output in outputs]
+        self._respond(context, reply.status, [reply])
+        return [np.asarray(output.data, dtype=_NUMPY[output.datatype]) for output in outputs]
+
+    def _respond(self, context, status: int, replies: list[Reply]) -> None:
+        """Status and metrics of the envelope's one HTTP request (index 0)."""
+        context.set_response_content_type(0, "application/json")
+        if status != 200:
+            context.set_response_status(status, HTTPStatus(status).phrase, 0)
+        for reply in replies:
+            self._metrics(context, 0, reply)
+
     @staticmethod
     def _metrics(context, index: int, reply: Reply) -> None:
         metrics = getattr(context, "metrics", None)
@@ -88,8 +125,30 @@ class TorchServeHandler:
             return
         try:
             if reply.explain_ms is not None:
-                metrics.add_time("ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)])
+                metrics.add_time(
+                    "ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)]
+                )
             if reply.error_kind is not None:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
         except Exception:  # noqa: BLE001 - metrics never fail a request
             logger.warning("could not record metrics", exc_info=True)
+
+
+_NUMPY = {"INT64": np.int64, "FP32": np.float32, "BYTES": np.str_}
+
+
+def _envelope(data, context) -> str | None:
+    """Which KServe envelope TorchServe ran (server-wide, not told to handlers): the v2 envelope
+    leaves ``input_names`` on the context; without an envelope every row is TorchServe's own
+    (a ``body``/``data`` key, or multipart fields with bytes values), never a v1 instance."""
+    if hasattr(context, "input_names"):
+        return envelopes.V2
+    if not data or not all(_torchserve_row(row) for row in data):
+        return envelopes.V1
+    return None
+
+
+def _torchserve_row(row: object) -> bool:
+    return isinstance(row, dict) and (
+        "body" in row or "data" in row or any(isinstance(v, (bytes, bytearray)) for v in row.values())
+    )

@@ -91,7 +91,7 @@ function bindControls() {
 
 async function chooseModel() {
   const m = model();
-  $("method").replaceChildren(...(m ? m.methods : []).map((name) => new Option(name, name)));
+  $("method").replaceChildren(...(m ? m.methods : []).map((name) => Object.assign(new Option(name, name), { title: m.help[name] || "" })));
   if (m && m.problem) showError(new Error(m.problem));
   updateContrast();
   $("classes").replaceChildren();
@@ -105,9 +105,8 @@ function updateContrast() {
   const on = takesContrast();
   $("contrast").disabled = !on;
   const method = $("method").value || "this method";
-  // contrastive alone reads an empty contrast as a question of its own (DESIGN.md)
-  const empty = method === "contrastive" ? "(empty: why not the target with 100% confidence?)" : "(optional)";
-  $("contrast-hint").textContent = on ? empty : `(not for ${method})`;
+  const omitted = on && model().omitted_contrast[method];  // from whyserve's method registry
+  $("contrast-hint").textContent = on ? `(empty: ${omitted || "none"})` : `(not for ${method})`;
 }
 
 async function choosePhotoByName(name) {
