@@ -66,12 +66,8 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def keys(server) -> tuple[str, str]:
-    return read_token_file(server.workdir / "key_file.json")
-
-
-@pytest.fixture(scope="module")
-def demo(server, keys):
+def demo(server):
+    keys = read_token_file(server.workdir / "key_file.json")  # the demo holds them; the page must not
     httpd = make_server(Upstream(server.inference_url, server.management_url, *keys, timeout=120))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -221,7 +217,8 @@ def test_bcos_colour_image_and_methods_side_by_side(browser, demo, shots, tmp_pa
     browser.save_screenshot(str(shots / "5_methods_side_by_side.png"))
 
 
-def test_the_keys_stay_in_the_demo(browser, demo, keys, server):
+def test_the_keys_stay_in_the_demo(browser, demo, server):
+    keys = read_token_file(server.workdir / "key_file.json")
     open_page(browser, demo, MODEL)
     upload(browser, photo_path("coffee"))
     assert labels(browser)[0] == "espresso"  # answered through the demo, which sent the key
