@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
+from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
 from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
@@ -21,7 +22,7 @@ from whyserve.render import encode, heatmap_image, overlay, with_colorbar
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve):
+    for add in (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -89,6 +90,18 @@ def _add_eval(commands) -> None:
     evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
     evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
     evaluate.set_defaults(run=_eval)
+
+
+def _add_healthcheck(commands) -> None:
+    health = commands.add_parser("healthcheck", help="exit 0 only when every model has a READY worker (an exec probe)")
+    add_health_arguments(health)
+    health.set_defaults(run=_healthcheck)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    from whyserve import health
+
+    return health.main(args.management, args.key_file, args.models, args.timeout)
 
 
 def _add_serve_kserve(commands) -> None:
