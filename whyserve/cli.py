@@ -17,6 +17,7 @@ from whyserve.methods.scorecam import WEIGHTINGS
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
+from whyserve.vebi import command as vebi_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
     evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
     evaluate.set_defaults(run=_eval)
+
+    vebi_command.add_parser(commands)
 
     args = parser.parse_args(argv)
     try:

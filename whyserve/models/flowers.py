@@ -2,6 +2,8 @@
 ``scripts/train_flowers.py`` and shipped in ``whyserve/models/weights/``.
 
 - ``flowers_cnn``: a standard CNN (conv-BN-ReLU blocks, global average pooling, linear head).
+- ``flowers_part``: the same CNN with 6 classes, trained on the single-part variant (every
+  class is the colour of exactly one part; ``whyserve.data.flowers.make_single_part_flower``).
 - ``flowers_bcos``: a B-cos CNN as in B-cos v2 (Böhle et al.): B = 2 ``BcosConv2d`` layers
   from the ``bcos`` package, input [r, g, b, 1-r, 1-g, 1-b], no biases anywhere, uncentred
   batch norm without bias (``BatchNormUncentered2d``, bias removed), average pooling. In
@@ -23,7 +25,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from whyserve.data.flowers import CLASS_NAMES, NUM_CLASSES, SIZE
+from whyserve.data.flowers import CLASS_NAMES, NUM_CLASSES, SINGLE_CLASS_NAMES, SINGLE_NUM_CLASSES, SIZE
 from whyserve.models import ModelSpec, load_state_dict_file, register
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -103,7 +105,14 @@ def _load(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module
     return module
 
 
-def _spec(name: str, module: nn.Module, weights: str | Path | None, methods: tuple[str, ...], **extra: str) -> ModelSpec:
+def _spec(
+    name: str,
+    module: nn.Module,
+    weights: str | Path | None,
+    methods: tuple[str, ...],
+    class_names: tuple[str, ...] = CLASS_NAMES,
+    **extra: str,
+) -> ModelSpec:
     return ModelSpec(
         name=name,
         module=_load(module, weights, name),
@@ -111,7 +120,7 @@ def _spec(name: str, module: nn.Module, weights: str | Path | None, methods: tup
         normalize=normalize,
         input_size=(SIZE, SIZE),
         target_layer="blocks.3",  # 64 x 12 x 12, the last feature block
-        class_names=CLASS_NAMES,
+        class_names=class_names,
         methods=methods,
         extra=extra,
     )
@@ -119,7 +128,14 @@ def _spec(name: str, module: nn.Module, weights: str | Path | None, methods: tup
 
 @register("flowers_cnn")
 def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
-    return _spec("flowers_cnn", FlowersCNN(), weights, ("gradcam", "contrastive", "scorecam"))
+    # vebi_mu: the L1 bound of VEBI's class weights; 5, the seed code's value for an8Flower
+    return _spec("flowers_cnn", FlowersCNN(), weights, ("gradcam", "contrastive", "scorecam"), vebi_mu="5")
+
+
+@register("flowers_part")
+def flowers_part(weights: str | Path | None = None) -> ModelSpec:
+    module = FlowersCNN(classes=SINGLE_NUM_CLASSES)
+    return _spec("flowers_part", module, weights, ("gradcam", "contrastive", "scorecam"), SINGLE_CLASS_NAMES, vebi_mu="5")
 
 
 @register("flowers_bcos")
