@@ -1,7 +1,9 @@
-"""``whyserve vebi-fit MODEL``: fit VEBI's relevant features and write the relevance file.
+"""``whyserve vebi-fit MODEL``: fit VEBI's relevant features and write the relevance file;
+``whyserve eval-vebi``: VEBI against its paper's comparisons on the flowers' ground truth.
 
     .venv/bin/whyserve vebi-fit flowers_cnn             # -> whyserve/models/weights/flowers_cnn.vebi.json
     .venv/bin/whyserve vebi-fit flowers_part --images 600 --out /tmp/part.vebi.json
+    .venv/bin/whyserve eval-vebi --images 48
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ def add_parser(commands) -> None:
     parser.add_argument("--iterations", type=int, default=3000, help="projected-gradient iterations (default: 3000)")
     parser.add_argument("--out", type=Path, help="relevance file (default: beside the model's weights)")
     parser.set_defaults(run=run)
+
+    evaluate = commands.add_parser("eval-vebi", help="VEBI vs Grad-CAM, guided backprop, ... on both flowers variants")
+    evaluate.add_argument("--images", type=int, default=48, help="generated flowers per variant for the maps (default: 48)")
+    evaluate.add_argument("--ablation-images", type=int, default=240, help="flowers per variant for the ablation (default: 240)")
+    evaluate.add_argument("--seed", type=int, default=100, help="generator seed (default: 100; fitting used 11, training 1 and 2)")
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from whyserve.eval.vebi import run as evaluate
+
+    print(evaluate(args.images, args.ablation_images, args.seed).markdown())
+    return 0
 
 
 def training_images(model: str, n: int, seed: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
