@@ -112,9 +112,9 @@ def upsampled_activation_maps(spec: ModelSpec, relevance: Relevance, image: torc
 
     with torch.no_grad(), capture(spec.module, relevance.index.layers) as kept:
         spec.module(image[None])
-        maps = torch.stack([kept[f.layer][0, f.channel] for f in features])[:, None]
-    up = F.interpolate(maps, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-    return _minmax(up).max(0)
+        size = tuple(image.shape[-2:])
+        up = [F.interpolate(kept[f.layer][:1, f.channel : f.channel + 1], size=size, mode="bilinear", align_corners=False)[0, 0] for f in features]
+    return _minmax(torch.stack(up)).max(0)
 
 
 def _score(report: VebiReport, model: str, method: str, flowers, maps) -> None:

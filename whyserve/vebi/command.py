@@ -33,6 +33,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--layers", nargs="+", help="layer names (default: every conv layer, after its ReLU)")
     parser.add_argument("--iterations", type=int, default=3000, help="projected-gradient iterations (default: 3000)")
     parser.add_argument("--out", type=Path, help="relevance file (default: beside the model's weights)")
+    parser.add_argument("--figure", type=Path, help="interpretation figure PNG (default: out/vebi_MODEL.png)")
     parser.set_defaults(run=run)
 
     evaluate = commands.add_parser("eval-vebi", help="VEBI vs Grad-CAM, guided backprop, ... on both flowers variants")
@@ -69,5 +70,8 @@ def run(args: argparse.Namespace) -> int:
     print(summary(relevance, spec.class_names))
     print(f"class-specificity: mean Jaccard overlap of two classes' relevant sets {off.mean():.3f} (max {off.max():.3f})")
     print(f"argmax of X^T W on the fitting images: {relevance.meta['train_accuracy_of_fit']:.1%}")
-    print(f"wrote {path}", file=sys.stderr)
+    from whyserve.vebi.figure import write
+
+    figure = write(args.figure or Path(f"out/vebi_{args.model}.png"), spec.module, relevance, x, spec.class_names)
+    print(f"wrote {path} and {figure}", file=sys.stderr)
     return 0
