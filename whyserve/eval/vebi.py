@@ -89,9 +89,7 @@ def iou_curve(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _minmax(maps: torch.Tensor) -> np.ndarray:
-    low = maps.flatten(1).amin(1)[:, None, None]
-    span = (maps.flatten(1).amax(1)[:, None, None] - low).clamp(min=1e-12)
-    return ((maps - low) / span).float().cpu().numpy()
+    return vebi.minmax(maps).float().cpu().numpy()
 
 
 def captum_maps(spec: ModelSpec, images: torch.Tensor, targets: list[int], kind: str) -> np.ndarray:

@@ -58,14 +58,20 @@ def top_features(relevance: Relevance, r: torch.Tensor, k: int) -> list[Feature]
     return [Feature(*relevance.index.locate(int(j)), float(v)) for v, j in zip(values.tolist(), indices.tolist()) if v > 0]
 
 
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of (k, H, W) scaled to [0, 1] (a constant map becomes 0)."""
+    maps = maps.double()
+    low = maps.flatten(1).amin(1)[:, None, None]
+    span = (maps.flatten(1).amax(1)[:, None, None] - low).clamp(min=1e-12)
+    return (maps - low) / span
+
+
 def feature_heatmap(model: nn.Module, image: torch.Tensor, features: list[Feature]) -> np.ndarray:
     """Pixel-wise max of the min-max-normalised propagated maps of ``features`` (H, W)."""
     if not features:
         return np.zeros(image.shape[-2:], dtype=np.float32)
-    maps = saliency(propagate(model, image, [(f.layer, f.channel) for f in features])).double()
-    low = maps.flatten(1).amin(1)[:, None, None]
-    span = (maps.flatten(1).amax(1)[:, None, None] - low).clamp(min=1e-12)
-    return ((maps - low) / span).amax(0).float().cpu().numpy()
+    maps = saliency(propagate(model, image, [(f.layer, f.channel) for f in features]))
+    return minmax(maps).amax(0).float().cpu().numpy()
 
 
 def explain(model: nn.Module, relevance: Relevance, images: torch.Tensor, targets: list[int], k: int = DEFAULT_FEATURES):
