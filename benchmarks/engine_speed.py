@@ -13,12 +13,12 @@ import statistics
 import time
 
 import torch
+from PIL import Image
 from pytorch_grad_cam import GradCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from whyserve import ExplainRequest, Explainer, load_model
+from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.photos import photo_path
-from PIL import Image
 
 
 def _time(fn) -> float:

@@ -22,8 +22,9 @@ from PIL import Image
 from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from whyserve import ExplainRequest, Explainer, load_model
-from whyserve.onnx_runtime import OrtExplainer, create_session, export_onnx
+from whyserve import Explainer, ExplainRequest, load_model
+from whyserve.backends.ort_backend import OrtBackend
+from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import available_photos, photo_path
 
 WEIGHTING = "channel_softmax"  # the peer's, so the anchor row computes the same map
@@ -48,7 +49,7 @@ def main() -> None:
     torch_explainer = Explainer(spec, scorecam_chunk=16)
     eager = Explainer(spec, scorecam_chunk=1)
     with tempfile.TemporaryDirectory() as tmp:
-        ort_explainer = OrtExplainer(spec, create_session(export_onnx(spec, Path(tmp) / "m.onnx"), args.threads), 16)
+        ort_explainer = Explainer(spec, backend=OrtBackend(create_session(export_onnx(spec, Path(tmp) / "m.onnx"), args.threads)))
     photos = {name: spec.preprocess(Image.open(photo_path(name)))[None] for name in available_photos()}
     x = photos[args.photo]
 
@@ -80,12 +81,12 @@ def main() -> None:
         peer = ScoreCAM(model=spec.module, target_layers=[spec.module.head_act])
         peer.batch_size = 16
         target = int(torch_explainer.predict(x).argmax())
-        rows.append(
-            ("pytorch-grad-cam ScoreCAM (anchor)", _timed(lambda: peer(x, [ClassifierOutputTarget(target)]))[0], None)
-        )
+        rows.append(("pytorch-grad-cam ScoreCAM (anchor)", _timed(lambda: peer(x, [ClassifierOutputTarget(target)]))[0], None))
 
-    print(f"Score-CAM ({WEIGHTING}) on EfficientNet-Lite0 head_act (1280x7x7), 224 px, photo {args.photo!r}, "
-          f"{args.threads} threads; corr averaged over {len(photos)} photos\n")
+    print(
+        f"Score-CAM ({WEIGHTING}) on EfficientNet-Lite0 head_act (1280x7x7), 224 px, photo {args.photo!r}, "
+        f"{args.threads} threads; corr averaged over {len(photos)} photos\n"
+    )
     print("| what | s / image | x one forward (same backend) | corr with exact |")
     print("|---|---:|---:|---:|")
     for name, seconds, corr in rows:

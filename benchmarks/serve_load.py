@@ -78,7 +78,10 @@ def run(inference_url: str, models: list[tuple[str, str]], concurrency: list[int
                 rate, latencies = drive(url, image, headers, n, total)
                 p50 = statistics.median(latencies)
                 base = base or p50
-                print(f"{label:>9}  {n:>4}  {mode:<16} {rate:7.1f} {p50:8.1f} {percentile(latencies, 99):8.1f} {p50 / base:9.2f}x", flush=True)
+                print(
+                    f"{label:>9}  {n:>4}  {mode:<16} {rate:7.1f} {p50:8.1f} {percentile(latencies, 99):8.1f} {p50 / base:9.2f}x",
+                    flush=True,
+                )
 
 
 def main() -> int:
@@ -100,7 +103,17 @@ def main() -> int:
         for batch in (1, 8):
             name = f"{args.model}_b{batch}"
             subprocess.run(
-                [sys.executable, str(ROOT / "archives" / "build.py"), args.model, "--export-path", str(store), "--name", name, "--batch-size", str(batch)],
+                [
+                    sys.executable,
+                    str(ROOT / "archives" / "build.py"),
+                    args.model,
+                    "--export-path",
+                    str(store),
+                    "--name",
+                    name,
+                    "--batch-size",
+                    str(batch),
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -111,7 +124,10 @@ def main() -> int:
         try:
             server.wait_ready(300)
             threads = args.threads or "default"
-            print(f"TorchServe 0.12 on {server.inference_url}; worker threads: {threads}; {args.requests} requests per row; chelsea.png (451x300)\n")
+            print(
+                f"TorchServe 0.12 on {server.inference_url}; worker threads: {threads}; "
+                f"{args.requests} requests per row; chelsea.png (451x300)\n"
+            )
             run(server.inference_url, names, concurrency, args.requests)
         finally:
             server.stop()

@@ -29,7 +29,9 @@ def start_server(
     store = tmp_path_factory.mktemp("model_store")
     build = [sys.executable, str(ROOT / "archives" / "build.py"), *models, "--export-path", str(store), *build_options]
     subprocess.run(build, check=True, capture_output=True)
-    server = launcher.start(store, list(models), ROOT / "configs" / config, tmp_path_factory.mktemp("torchserve"), **start_options)
+    server = launcher.start(
+        store, list(models), ROOT / "configs" / config, tmp_path_factory.mktemp("torchserve"), **start_options
+    )
     try:
         server.wait_ready(timeout=240)
     except BaseException:

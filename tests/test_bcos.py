@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from whyserve import ExplainRequest, Explainer, InvalidOption, load_model
+from whyserve import Explainer, ExplainRequest, InvalidOption, load_model
 from whyserve.data.flowers import as_arrays, generate, one_part_contrasts
 
 
@@ -62,7 +62,6 @@ def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
     x, labels = batch
     model = bcos.module
     encoded = torch.cat([x[:1], 1 - x[:1]], 1).requires_grad_(True)
-    captured = {}
     handle = model.add_inverse.register_forward_hook(lambda m, i, o: encoded)
     with model.explanation_mode():
         out = model(x[:1])
@@ -76,7 +75,14 @@ def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
 
 def test_mixed_batch_and_inference_mode(bcos, batch):
     x, labels = batch
-    requests = [ExplainRequest("bcos"), ExplainRequest("gradcam"), None, ExplainRequest("contrastive", contrast=0), ExplainRequest("scorecam"), ExplainRequest("bcos", contrast=1)]
+    requests = [
+        ExplainRequest("bcos"),
+        ExplainRequest("gradcam"),
+        None,
+        ExplainRequest("contrastive", contrast=0),
+        ExplainRequest("scorecam"),
+        ExplainRequest("bcos", contrast=1),
+    ]
     with torch.inference_mode():
         result = Explainer(bcos).explain(x, requests)
     assert result.explanations[2] is None
@@ -95,7 +101,7 @@ def test_bcos_on_a_model_without_it_names_the_models_methods():
 
 def test_contrast_is_refused_for_methods_without_one(bcos):
     with pytest.raises(InvalidOption) as error:
-        Explainer(bcos).validate(ExplainRequest("gradcam", contrast=1))
+        Explainer(bcos).resolve(ExplainRequest("gradcam", contrast=1))
     assert error.value.option == "contrast" and "bcos" in error.value.valid
     with pytest.raises(InvalidOption):
-        Explainer(bcos).validate(ExplainRequest("bcos", contrast="no such class"))
+        Explainer(bcos).resolve(ExplainRequest("bcos", contrast="no such class"))

@@ -12,9 +12,7 @@ from whyserve import ExplainRequest
 
 
 def _whyserve(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "whyserve.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "whyserve.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_explain_prints_top5_and_writes_heatmap_and_overlay(tmp_path):
@@ -61,3 +59,14 @@ def test_gradcam_sits_on_the_cat(effnet, effnet_explainer, photos, corner):
     inside = np.asarray(mask) > 0
     share = heatmap[inside].sum() / heatmap.sum()
     assert share > 0.5, f"only {share:.0%} of the map on the cat's quadrant (a quarter of the image)"
+
+
+def test_python_m_whyserve_lists_every_registered_method():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "whyserve", "explain", "--help"], capture_output=True, text=True, check=True)
+    from whyserve.methods import method_names
+
+    assert {"gradcam", "contrastive", "scorecam", "bcos", "vebi"} <= set(method_names())
+    assert "{" + ",".join(method_names()) + "}" in done.stdout and "100% confidence" in done.stdout

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from whyserve import ExplainRequest, Explainer, InvalidOption, ModelSpec
+from whyserve import Explainer, ExplainRequest, InvalidOption, ModelSpec
 
 
 def _reference_layer_map(model, layer, x, objectives):
@@ -38,9 +38,7 @@ def test_backward_signal_is_minus_grad_log_p_contrast(effnet, effnet_explainer, 
 
 
 def test_contrast_omitted_means_why_not_p_with_full_confidence(effnet_explainer, effnet_batch):
-    result = effnet_explainer.explain(
-        effnet_batch[:1], [ExplainRequest("contrastive")]
-    )
+    result = effnet_explainer.explain(effnet_batch[:1], [ExplainRequest("contrastive")])
     plain = effnet_explainer.explain(effnet_batch[:1], [ExplainRequest("gradcam")])
     contrastive, gradcam = result.explanations[0], plain.explanations[0]
     assert contrastive.contrast == contrastive.target == gradcam.target
@@ -91,9 +89,7 @@ def test_regression_contrast_uses_mse_to_the_contrast_value():
     assert explainer.layer_name == "features"
     x = torch.randn(2, 3, 32, 32)
     result = explainer.explain(x, [ExplainRequest("contrastive", contrast=0.75), ExplainRequest("contrastive", contrast=-2)])
-    reference = _reference_layer_map(
-        model, model.features, x, [lambda o: (o[0] - 0.75) ** 2, lambda o: (o[0] + 2.0) ** 2]
-    )
+    reference = _reference_layer_map(model, model.features, x, [lambda o: (o[0] - 0.75) ** 2, lambda o: (o[0] + 2.0) ** 2])
     assert np.abs(np.stack([e.layer_heatmap for e in result.explanations]) - reference).max() <= 1e-4
     assert result.explanations[0].contrast == 0.75
     with pytest.raises(InvalidOption, match="contrast value"):

@@ -8,7 +8,7 @@ import psutil
 import pytest
 import torch
 
-from whyserve import ExplainRequest, Explainer
+from whyserve import Explainer, ExplainRequest
 
 ALL_METHODS = ["gradcam", "contrastive", "scorecam"]
 
@@ -16,9 +16,7 @@ ALL_METHODS = ["gradcam", "contrastive", "scorecam"]
 def _state(model):
     return {
         "training": [m.training for m in model.modules()],
-        "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()
-        ],
+        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [p.grad is None for p in model.parameters()],
         "grad_mode": torch.is_grad_enabled(),

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from whyserve import ExplainRequest, Explainer, InvalidOption
-from whyserve.onnx_runtime import InvalidOnnxModel, OrtExplainer, create_session, export_onnx, session_metadata
+from whyserve import Explainer, ExplainRequest, InvalidOption
+from whyserve.backends.ort_backend import OrtBackend
+from whyserve.onnx_runtime import InvalidOnnxModel, create_session, export_onnx, session_metadata
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def effnet_onnx(effnet, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def effnet_ort(effnet, effnet_onnx):
-    return OrtExplainer(effnet, create_session(effnet_onnx, threads=2))
+    return Explainer(effnet, backend=OrtBackend(create_session(effnet_onnx, threads=2)))
 
 
 def test_export_is_valid_onnx_with_logits_and_activations(effnet_onnx):
@@ -30,18 +31,21 @@ def test_export_is_valid_onnx_with_logits_and_activations(effnet_onnx):
 
 def test_onnx_outputs_equal_pytorch_on_real_photos(effnet, effnet_ort, effnet_batch):
     torch_result = Explainer(effnet).explain(effnet_batch, [None, None])
-    logits, activations = effnet_ort._forward(effnet_batch, graph=False)
+    logits, activations = effnet_ort.backend.forward(effnet_batch, graph=False)
     torch.testing.assert_close(logits, torch_result.logits, atol=1e-4, rtol=0)
     with torch.no_grad():
-        expected = Explainer(effnet)._forward(effnet_batch, graph=False)[1]
+        expected = Explainer(effnet).backend.forward(effnet_batch, graph=False)[1]
     torch.testing.assert_close(activations, expected, atol=1e-4, rtol=0)
     assert effnet_ort.layer_name == "head_act"
-    assert session_metadata(effnet_ort.session)["whyserve.model"] == "efficientnet_lite0"
+    assert session_metadata(effnet_ort.backend.session)["whyserve.model"] == "efficientnet_lite0"
 
 
 @pytest.mark.parametrize("weighting", ["probability", "channel_softmax"])
 def test_ort_scorecam_maps_equal_pytorch(effnet, effnet_ort, effnet_batch, weighting):
-    requests = [ExplainRequest("scorecam", weighting=weighting, channels=32), ExplainRequest("scorecam", 504, weighting=weighting, channels=48)]
+    requests = [
+        ExplainRequest("scorecam", weighting=weighting, channels=32),
+        ExplainRequest("scorecam", 504, weighting=weighting, channels=48),
+    ]
     ours = effnet_ort.explain(effnet_batch, requests)
     reference = Explainer(effnet).explain(effnet_batch, requests)
     assert ours.backend == "onnxruntime:CPUExecutionProvider" and reference.backend == "torch:cpu"
@@ -55,7 +59,7 @@ def test_ort_exact_scorecam_equals_pytorch(resnet, photos, tmp_path):
     x = F.interpolate(resnet.preprocess(photos["chelsea"])[None], size=(64, 64), mode="bilinear")
     session = create_session(export_onnx(resnet, tmp_path / "resnet18.onnx"))
     request = [ExplainRequest("scorecam", 285, weighting="channel_softmax")]
-    ours = OrtExplainer(resnet, session, scorecam_chunk=64).explain(x, request).explanations[0]
+    ours = Explainer(resnet, scorecam_chunk=64, backend=OrtBackend(session)).explain(x, request).explanations[0]
     reference = Explainer(resnet).explain(x, request).explanations[0]
     assert np.abs(ours.heatmap - reference.heatmap).max() <= 1e-4
 

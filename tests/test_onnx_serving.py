@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import CAT_CLASSES
 from serving_helpers import encoded, start_server
-from whyserve import ExplainRequest, Explainer
+from whyserve import Explainer, ExplainRequest
 from whyserve.onnx_runtime import InvalidOnnxModel
 from whyserve.serving.service import ExplainService, ServingConfig
 

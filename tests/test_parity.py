@@ -8,7 +8,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from pytorch_grad_cam import GradCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from whyserve import ExplainRequest, Explainer
+from whyserve import Explainer, ExplainRequest
 
 TOL = 1e-4
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whyserve import ExplainRequest, Explainer
+from whyserve import Explainer, ExplainRequest
 
 
 @pytest.fixture(scope="module")

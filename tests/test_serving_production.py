@@ -42,7 +42,10 @@ def test_token_auth_metrics_and_model_api(server, photos):
     assert bad.status_code == 400
 
     management = server.auth_headers("management")
-    assert requests.post(f"{server.management_url}/models", params={"url": "x.mar"}, headers=management, timeout=10).status_code == 405
+    assert (
+        requests.post(f"{server.management_url}/models", params={"url": "x.mar"}, headers=management, timeout=10).status_code
+        == 405
+    )
 
     deadline = time.monotonic() + 30
     while True:

@@ -13,11 +13,19 @@ from PIL import Image
 from conftest import CAT_CLASSES
 from serving_helpers import corrupt_jpeg, encoded, gif, png_bomb, truncated_jpeg
 from whyserve import ExplainRequest
-from whyserve.serving import ExplainService, ServingConfig, ServingError, decode_image, parse_options, parse_payload
+from whyserve.serving import (
+    ExplainService,
+    RequestDefaults,
+    ServingConfig,
+    ServingError,
+    decode_image,
+    parse_options,
+    parse_payload,
+)
 from whyserve.serving.protocol import header_options
 from whyserve.serving.torchserve import TorchServeHandler
 
-METHODS = ("gradcam", "contrastive", "scorecam")
+DEFAULTS = RequestDefaults("gradcam", ("gradcam", "contrastive", "scorecam"))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,12 @@ def chelsea_png(photos):
 
 
 def test_header_options_are_case_insensitive():
-    headers = {"X-Explain-Method": "contrastive", "x-explain-target": "282", "X-EXPLAIN-CONTRAST": "Egyptian cat", "Accept": "*/*"}
+    headers = {
+        "X-Explain-Method": "contrastive",
+        "x-explain-target": "282",
+        "X-EXPLAIN-CONTRAST": "Egyptian cat",
+        "Accept": "*/*",
+    }
     assert header_options(headers) == {"method": "contrastive", "target": "282", "contrast": "Egyptian cat"}
 
 
@@ -46,7 +59,7 @@ def test_raw_json_and_multipart_give_the_same_image_and_options(chelsea_png):
     form = parse_payload({"image": chelsea_png, "method": b"gradcam", "target": b"285"}, {})
     assert raw[0] == parsed[0] == unparsed[0] == form[0] == chelsea_png
     for _, options in (raw, parsed, unparsed, form):
-        assert parse_options(options, "gradcam", METHODS).target == 285
+        assert parse_options(options, DEFAULTS)[0].target == 285
 
 
 def test_body_options_override_headers(chelsea_png):
@@ -90,21 +103,24 @@ def test_bad_bodies_say_what_is_wrong(fields, headers, message):
         ({"method": "gradcam", "channels": 8}, "takes no channels", "method=scorecam"),
     ],
 )
-def test_bad_options_name_the_valid_values(options, message, valid):
+def test_bad_options_name_the_valid_values(options, message, valid, service, chelsea_png):
+    # the whole preparation of a request: parsing, then the method's own options when resolved
+    body = {"image": base64.b64encode(chelsea_png).decode(), **options}
     with pytest.raises(ServingError) as error:
-        parse_options(options, "gradcam", METHODS)
+        service._prepare(0, {"body": body}, {})
     assert error.value.status == 400 and message in error.value.message
     assert valid in error.value.valid
 
 
-def test_default_options():
-    options = parse_options({}, "gradcam", METHODS)
-    assert (options.method, options.target, options.topk, options.outputs) == ("gradcam", None, 5, ("heatmap",))
-    assert options.engine_request() == ExplainRequest("gradcam")
-    assert parse_options({"method": "none"}, "gradcam", METHODS).engine_request() is None
-    assert parse_options({"outputs": ["overlay", "values"]}, "gradcam", METHODS).outputs == ("overlay", "values")
-    assert parse_options({"method": "scorecam", "channels": "all"}, "gradcam", METHODS).channels is None
-    assert parse_options({"method": "scorecam", "channels": "32"}, "gradcam", METHODS).engine_request().channels == 32
+def test_default_options(service):
+    request, options = parse_options({}, DEFAULTS)
+    assert (request.method, request.target, options.topk, options.outputs) == ("gradcam", None, 5, ("heatmap",))
+    assert request == ExplainRequest("gradcam")
+    assert parse_options({"method": "none"}, DEFAULTS)[0] is None
+    assert parse_options({"outputs": ["overlay", "values"]}, DEFAULTS)[1].outputs == ("overlay", "values")
+    resolve = service.explainer.resolve
+    assert resolve(parse_options({"method": "scorecam", "channels": "all"}, DEFAULTS)[0]).options.channels is None
+    assert resolve(parse_options({"method": "scorecam", "channels": "32"}, DEFAULTS)[0]).options.channels == 32
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -207,7 +223,10 @@ def test_a_bad_request_fails_alone_in_its_batch(service, chelsea_png, photos):
 def test_each_request_in_a_batch_keeps_its_own_target(service, chelsea_png):
     targets = [281, 282, 285, 287, None]
     methods = ["gradcam", "contrastive", "gradcam", "contrastive", "none"]
-    requests = [({"body": chelsea_png}, {"X-Explain-Method": m, **({"X-Explain-Target": str(t)} if t else {})}) for t, m in zip(targets, methods)]
+    requests = [
+        ({"body": chelsea_png}, {"X-Explain-Method": m, **({"X-Explain-Target": str(t)} if t else {})})
+        for t, m in zip(targets, methods)
+    ]
     replies = [_reply_json(r) for r in service.handle(requests)]
     for target, method, body in zip(targets[:4], methods[:4], replies):
         assert body["explanation"]["target"]["index"] == target and body["explanation"]["method"] == method
@@ -225,9 +244,9 @@ def test_served_heatmap_is_the_engine_heatmap(service, chelsea_png, effnet, effn
 def test_scorecam_channels_default_comes_from_the_config(chelsea_png):
     service = ExplainService(ServingConfig(model="efficientnet_lite0", scorecam_channels=8, scorecam_weighting="channel_softmax"))
     prepared = service._prepare(0, {"body": chelsea_png}, {"X-Explain-Method": "scorecam"})
-    assert (prepared.request.channels, prepared.request.weighting) == (8, "channel_softmax")
+    assert (prepared.request.options.channels, prepared.request.options.weighting) == (8, "channel_softmax")
     prepared = service._prepare(0, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"})
-    assert prepared.request.channels is None
+    assert prepared.request.options.channels is None
     (reply,) = service.handle([({"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Target": "285"})])
     assert reply.status == 200 and json.loads(reply.body)["explanation"]["target"]["index"] == 285
 
@@ -281,5 +300,8 @@ def test_the_whyserve_package_never_imports_torchserve():
     import subprocess
     import sys
 
-    code = "import sys, whyserve, whyserve.serving.torchserve, whyserve.serving.launcher, whyserve.cli; print(sorted(m for m in sys.modules if m == 'ts' or m.startswith('ts.')))"
+    code = (
+        "import sys, whyserve, whyserve.serving.torchserve, whyserve.serving.launcher, whyserve.cli; "
+        "print(sorted(m for m in sys.modules if m == 'ts' or m.startswith('ts.')))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -107,7 +107,9 @@ def test_json_multipart_and_raw_give_the_same_answer(url, chelsea):
     bodies = [post(url, make(chelsea, **options)).json() for make in (raw, as_json, multipart)]
     for body in bodies:
         assert [p["index"] for p in body["predictions"]] == [p["index"] for p in bodies[0]["predictions"]]
-        assert np.allclose([p["probability"] for p in body["predictions"]], [p["probability"] for p in bodies[0]["predictions"]], atol=1e-5)
+        assert np.allclose(
+            [p["probability"] for p in body["predictions"]], [p["probability"] for p in bodies[0]["predictions"]], atol=1e-5
+        )
         assert body["explanation"]["target"] == {"index": 281, "label": "tabby"}
         assert body["explanation"]["contrast"] == {"index": 285, "label": "Egyptian cat"}
         assert np.abs(heatmap(body) - heatmap(bodies[0])).max() <= 1 / 255
@@ -203,7 +205,10 @@ def test_model_api_is_off_and_management_describes(server):
 def test_whyserve_client_writes_the_overlay(url, tmp_path, capsys):
     from whyserve.cli import main
 
-    assert main(["client", "chelsea", "--url", url, "--method", "contrastive", "--contrast", "Egyptian cat", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["client", "chelsea", "--url", url, "--method", "contrastive", "--contrast", "Egyptian cat", "--out", str(tmp_path)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "contrastive: why" in printed and "rather than Egyptian cat?" in printed
     overlay = Image.open(tmp_path / "chelsea_overlay.png")

@@ -1,34 +1,47 @@
-"""One forward pass per batch gives the predictions and feeds every explanation in it."""
+"""One forward pass per batch gives the predictions and feeds every explanation in it.
+
+A request is resolved once (``Explainer.resolve``: method, target, contrast and the method's
+options checked and turned into indices / values); ``explain`` then runs the shared forward on
+the backend and hands each method the rows that asked for it (``Method.compute``).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
+from whyserve.backends import Backend
+from whyserve.backends.torch_backend import TorchBackend
 from whyserve.errors import InvalidOption
-from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_layer
-from whyserve.methods import CONTRAST_METHODS, GRADIENT_METHODS, Explanation
-from whyserve.methods import bcos as bcos_method
-from whyserve.methods.base import scale_cams, weighted_cam
-from whyserve.methods.scorecam import WEIGHTINGS, scorecam_weights
+from whyserve.methods import Explanation, Method, MethodBatch, Needs, ResolvedRequest, all_methods
+from whyserve.methods.registry import requirement_of
 from whyserve.models import ModelSpec
 from whyserve.targets import resolve_class
 
 
-@dataclass
+@dataclass(init=False)
 class ExplainRequest:
     """What one image asks for. ``target``/``contrast`` take an index or a label;
-    ``target=None`` means the top-1 class; for regression models ``contrast`` is a value."""
+    ``target=None`` means the top-1 class; for regression models ``contrast`` is a value.
+    Keyword arguments beyond these are the method's options (e.g. Score-CAM ``weighting``)."""
 
-    method: str = "gradcam"
-    target: int | str | None = None
-    contrast: int | str | float | None = None
-    weighting: str = "probability"  # Score-CAM only
-    channels: int | None = None  # Score-CAM only: None = exact, N = the N most varying channels
+    method: str
+    target: int | str | None
+    contrast: int | str | float | None
+    options: dict[str, object]
+
+    def __init__(
+        self,
+        method: str = "gradcam",
+        target: int | str | None = None,
+        contrast: int | str | float | None = None,
+        **options: object,
+    ) -> None:
+        self.method, self.target, self.contrast = method, target, contrast
+        self.options = {k: v for k, v in options.items() if v is not None}
 
 
 @dataclass
@@ -48,203 +61,130 @@ class BatchResult:
 
 
 class Explainer:
-    """Runs a ``ModelSpec``'s model for predictions and explanations.
+    """Predictions and explanations of a ``ModelSpec``'s model on a backend (default: PyTorch,
+    target layer ``layer`` or the spec's); ``scorecam_chunk``: extra images per forward."""
 
-    The model is left as found: train/eval flags, hooks, requires_grad and the caller's
-    grad mode (inference mode included) are the same afterwards.
-    """
-
-    def __init__(self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 16) -> None:
-        self.spec = spec
-        self.model = spec.module
-        self.layer_name = layer or spec.target_layer or find_target_layer(self.model, spec.input_size)
-        self.layer = get_layer(self.model, self.layer_name)
+    def __init__(
+        self, spec: ModelSpec, layer: str | None = None, scorecam_chunk: int = 16, backend: Backend | None = None
+    ) -> None:
         if scorecam_chunk < 1:
             raise InvalidOption("scorecam_chunk", "must be at least 1", ["a positive integer"])
+        self.spec = spec
+        self.backend = backend if backend is not None else TorchBackend(spec, layer)
+        self.layer_name = self.backend.layer_name
         self.scorecam_chunk = scorecam_chunk
+        self.methods: dict[str, Method] = {m.name: m for m in all_methods() if m.supports(spec) and self.backend.supports(m)}
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def validate(self, request: ExplainRequest) -> None:
-        """Raise ``InvalidOption`` for a request this model cannot answer (before any work)."""
-        spec = self.spec
-        if request.method not in spec.methods:
-            raise InvalidOption("method", f"{request.method!r} is not supported by model {spec.name!r}", spec.methods)
-        if request.target is not None:
-            resolve_class(request.target, "target", self.num_outputs, spec.class_names)
-        if request.contrast is not None:
-            self._resolve_contrast(request)
-        elif request.method == "contrastive" and spec.task == "regression":
-            raise InvalidOption("contrast", "a regression model needs a contrast value", ["a real number"])
-        if request.method == "scorecam" and request.weighting not in WEIGHTINGS:
-            raise InvalidOption("weighting", f"unknown Score-CAM weighting {request.weighting!r}", WEIGHTINGS)
-        if request.channels is not None and (
-            isinstance(request.channels, bool) or not isinstance(request.channels, int) or request.channels < 1
-        ):
-            raise InvalidOption("channels", f"{request.channels!r} is not a positive integer", ["all", "a positive integer"])
-
-    def explain(self, images: torch.Tensor, requests: list[ExplainRequest | None]) -> BatchResult:
-        """``images`` (B, C, H, W); ``requests[i] is None`` means prediction only for image i."""
-        if len(requests) != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {len(requests)} requests")
-        for request in requests:
-            if request is not None:
-                self.validate(request)
-        images = images.detach().to(self.device)
-        wants_grad = any(r is not None and r.method in GRADIENT_METHODS for r in requests)
-
-        with self._running():
-            start = time.perf_counter()
-            output, activations = self._forward(images, graph=wants_grad)
-            predict_ms = (time.perf_counter() - start) * 1e3
-            targets = [self._target(r, output[i]) for i, r in enumerate(requests)]
-
-            cams: dict[int, torch.Tensor] = {}
-            timing: dict[int, float] = {}
-            if wants_grad:
-                start = time.perf_counter()
-                cams.update(self._gradient_cams(output, activations, requests, targets))
-                elapsed = (time.perf_counter() - start) * 1e3
-                timing.update({i: elapsed for i in cams})
-            activations = activations.detach()
-            for i, request in enumerate(requests):
-                if request is not None and request.method == "scorecam":
-                    start = time.perf_counter()
-                    weights = scorecam_weights(
-                        self._masked_forward,
-                        images[i],
-                        activations[i],
-                        targets[i],
-                        request.weighting,
-                        self.scorecam_chunk,
-                        request.channels,
-                    )
-                    cams[i] = weighted_cam(weights[None], activations[i : i + 1])[0]
-                    timing[i] = (time.perf_counter() - start) * 1e3
-            bcos = self._bcos_explanations(images, requests, targets, predict_ms)
-
-        explanations: list[Explanation | None] = [bcos.get(i) for i in range(len(requests))]
-        if cams:
-            order = sorted(cams)
-            layer_maps, heatmaps = scale_cams(torch.stack([cams[i] for i in order]), tuple(images.shape[-2:]))
-            for row, i in enumerate(order):
-                request = requests[i]
-                explanations[i] = Explanation(
-                    method=request.method,
-                    target=targets[i],
-                    contrast=self._contrast(request, targets[i]),
-                    layer=self.layer_name,
-                    heatmap=heatmaps[row].cpu().numpy(),
-                    layer_heatmap=layer_maps[row].cpu().numpy(),
-                    timing_ms={"predict": predict_ms, "explain": timing[i]},
-                )
-        return BatchResult(
-            logits=output.detach(), explanations=explanations, timing_ms={"predict": predict_ms}, backend=self.backend
-        )
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits only: a plain forward with no hooks and no graph."""
-        with eval_mode(self.model), torch.inference_mode():
-            return self.model(images.to(self.device))
-
-    # -- the backend: PyTorch here; whyserve.onnx_runtime overrides these four ------------
-
-    @property
-    def backend(self) -> str:
-        return f"torch:{self.device.type}"
-
-    @contextmanager
-    def _running(self) -> Iterator[None]:
-        # Out of inference mode (TorchServe's) so a graph can be built; no graph by default.
-        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
-            yield
-
-    def _forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and target-layer activations of one pass; with ``graph`` autograd runs
-        from the target layer up (the activations are then the leaf to differentiate by)."""
-        capture = LayerCapture(self.layer, self.layer_name, graph=graph)
-        try:
-            output = self.model(images.clone() if images.is_inference() else images)
-        finally:
-            capture.remove()
-        assert capture.activations is not None, "the target layer did not run"
-        return output, capture.activations
-
-    def _masked_forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)  # the capture hook is already removed
-
-    # -- helpers -----------------------------------------------------------------------
+        return self.backend.device
 
     @property
     def num_outputs(self) -> int:
         if self.spec.class_names is not None:
             return len(self.spec.class_names)
-        return int(self.spec.extra.get("num_outputs", 1))
+        return self.spec.num_outputs
 
-    def _target(self, request: ExplainRequest | None, output: torch.Tensor) -> int:
-        if request is None or request.target is None:
-            return int(output.argmax())
-        return resolve_class(request.target, "target", output.numel(), self.spec.class_names)
+    def resolve(self, request: ExplainRequest) -> ResolvedRequest:
+        """Check ``request`` and resolve it (indices, values, parsed options), before any work;
+        raise ``InvalidOption`` naming what this model cannot answer."""
+        method = self.methods.get(request.method)
+        if method is None:
+            why = requirement_of(request.method)
+            raise InvalidOption("method", f"{request.method!r} is not supported by model {self.spec.name!r}{why}", tuple(self.methods))
+        target = None if request.target is None else self._class(request.target, "target")
+        resolved = ResolvedRequest(
+            method, target, self._contrast(method, request.contrast), method.parse_options(request.options)
+        )
+        method.check(resolved, self.spec)
+        return resolved
 
-    def _resolve_contrast(self, request: ExplainRequest) -> int | float:
-        if request.method not in CONTRAST_METHODS:
-            raise InvalidOption("contrast", f"method {request.method!r} takes no contrast", CONTRAST_METHODS)
-        if self.spec.task == "regression":
-            try:
-                return float(request.contrast)
-            except (TypeError, ValueError):
-                raise InvalidOption("contrast", f"{request.contrast!r} is not a number", ["a real number"]) from None
-        return resolve_class(request.contrast, "contrast", self.num_outputs, self.spec.class_names)
+    def cost(self, request: ResolvedRequest) -> float:
+        """A request's rough cost in single-image forward passes (the shared forward included)."""
+        return 1.0 + request.method.cost(request, self.layer_channels, self.scorecam_chunk)
 
-    def _contrast(self, request: ExplainRequest, target: int) -> int | float | None:
-        if request.method == "bcos":  # no contrast: plain B-cos of the target
-            return None if request.contrast is None else self._resolve_contrast(request)
-        if request.method != "contrastive":
-            return None
-        if request.contrast is None:
-            return target  # validate() has refused this for regression models
-        return self._resolve_contrast(request)
+    @property
+    def layer_channels(self) -> int:
+        if not hasattr(self, "_layer_channels"):
+            with self.backend.running():
+                size = (1, 3, *self.spec.input_size)
+                self._layer_channels = int(self.backend.forward(torch.zeros(size, device=self.device), graph=False)[1].shape[1])
+        return self._layer_channels
 
-    def _gradient_cams(
+    def explain(self, images: torch.Tensor, requests: list[ExplainRequest | ResolvedRequest | None]) -> BatchResult:
+        """``images`` (B, C, H, W); ``requests[i] is None`` means prediction only for image i.
+        Requests not yet resolved are resolved here."""
+        if len(requests) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(requests)} requests")
+        resolved = [r if r is None or isinstance(r, ResolvedRequest) else self.resolve(r) for r in requests]
+        images = images.detach().to(self.device)
+        with self.backend.running():
+            start = time.perf_counter()
+            wants_grad = any(r is not None and r.method.needs is Needs.LAYER_GRADIENT for r in resolved)
+            output, activations = self.backend.forward(images, graph=wants_grad)
+            predict_ms = (time.perf_counter() - start) * 1e3
+            targets = [int(output[i].argmax()) if r is None or r.target is None else r.target for i, r in enumerate(resolved)]
+            explanations = self._compute(images, output, activations, resolved, targets)
+        for explanation in explanations:
+            if explanation is not None:
+                explanation.timing_ms = {"predict": predict_ms, **explanation.timing_ms}
+        return BatchResult(output.detach(), explanations, {"predict": predict_ms}, self.backend.name)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits only: a plain forward with no hooks and no graph."""
+        return self.backend.predict(images)
+
+    def _compute(
         self,
+        images: torch.Tensor,
         output: torch.Tensor,
         activations: torch.Tensor,
-        requests: list[ExplainRequest | None],
+        requests: list[ResolvedRequest | None],
         targets: list[int],
-    ) -> dict[int, torch.Tensor]:
-        rows = [i for i, r in enumerate(requests) if r is not None and r.method in GRADIENT_METHODS]
-        with torch.enable_grad():
-            objective = sum(
-                GRADIENT_METHODS[requests[i].method].objective(
-                    output[i], targets[i], self._contrast(requests[i], targets[i]), self.spec.task
-                )
-                for i in rows
+    ) -> list[Explanation | None]:
+        """Each group of methods computes its rows; gradient groups first, while the graph is there."""
+        groups: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            if request is not None:
+                groups.setdefault(request.method.group or request.method.name, []).append(i)
+        order = sorted(groups.values(), key=lambda rows: requests[rows[0]].method.needs is not Needs.LAYER_GRADIENT)
+        explanations: list[Explanation | None] = [None] * len(requests)
+        for rows in order:
+            method = requests[rows[0]].method
+            graph = method.needs is Needs.LAYER_GRADIENT
+            batch = MethodBatch(
+                rows,
+                [requests[i] for i in rows],
+                [targets[i] for i in rows],
+                images,
+                output if graph else output.detach(),
+                activations if graph else activations.detach(),
+                self.backend,
+                self.spec,
+                self.scorecam_chunk,
             )
-            (grads,) = torch.autograd.grad(objective, activations)
-        acts = activations.detach()[rows]
-        weights = torch.stack([GRADIENT_METHODS[requests[i].method].channel_weights(grads[i : i + 1])[0] for i in rows])
-        cams = weighted_cam(weights, acts)
-        return {i: cams[row] for row, i in enumerate(rows)}
+            start = time.perf_counter()
+            # The capture hook turned grad mode on for the shared forward: off again for the others.
+            with nullcontext() if graph else torch.no_grad():
+                done = method.compute(batch)
+            elapsed = (time.perf_counter() - start) * 1e3
+            for i, explanation in zip(rows, done):
+                explanation.timing_ms.setdefault("explain", elapsed)
+                explanations[i] = explanation
+        return explanations
 
-    def _bcos_explanations(
-        self, images: torch.Tensor, requests: list[ExplainRequest | None], targets: list[int], predict_ms: float
-    ) -> dict[int, Explanation]:
-        """B-cos contribution maps (whyserve.methods.bcos): a forward in explanation mode with
-        autograd from the encoded input (ModelSpec.extra["bcos_input"]), for these rows only."""
-        rows = [i for i, r in enumerate(requests) if r is not None and r.method == "bcos"]
-        if not rows:
-            return {}
-        start = time.perf_counter()
-        done = bcos_method.explain(
-            self.model,
-            self.spec.extra["bcos_input"],
-            images[rows],
-            [targets[i] for i in rows],
-            [self._contrast(requests[i], targets[i]) for i in rows],
-        )
-        elapsed = (time.perf_counter() - start) * 1e3
-        for explanation in done:
-            explanation.timing_ms = {"predict": predict_ms, "explain": elapsed}
-        return dict(zip(rows, done))
+    def _class(self, value: int | str, option: str) -> int:
+        return resolve_class(value, option, self.num_outputs, self.spec.class_names)
+
+    def _contrast(self, method: Method, contrast: int | str | float | None) -> int | float | None:
+        if contrast is None:
+            return None
+        if not method.takes_contrast:
+            valid = [m.name for m in self.methods.values() if m.takes_contrast]
+            raise InvalidOption("contrast", f"method {method.name!r} takes no contrast", valid)
+        if self.spec.task == "regression":
+            try:
+                return float(contrast)
+            except (TypeError, ValueError):
+                raise InvalidOption("contrast", f"{contrast!r} is not a number", ["a real number"]) from None
+        return self._class(contrast, "contrast")

@@ -1,31 +1,25 @@
 """Score-CAM on ONNX Runtime: export a model with its target-layer activations as a second
-output, and explain with an ``onnxruntime.InferenceSession`` instead of PyTorch.
-
-The masks, weights and maps are the engine's own code (whyserve.methods.scorecam); only
-the forward passes run on ONNX Runtime, so the maps equal the PyTorch path's.
+output, and open an ``onnxruntime.InferenceSession`` on it (run by
+``whyserve.backends.ort_backend.OrtBackend``: only the forward passes run on ONNX Runtime,
+the masks, weights and maps are the engine's own code, so the maps equal the PyTorch path's).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from whyserve.engine import Explainer
 from whyserve.layers import eval_mode, find_target_layer, get_layer
 from whyserve.models import ModelSpec
 
 INPUT = "input"
 OUTPUTS = ("logits", "activations")
-_META_MODEL, _META_LAYER = "whyserve.model", "whyserve.layer"
+META_MODEL, META_LAYER = "whyserve.model", "whyserve.layer"
 
 
 class InvalidOnnxModel(ValueError):
@@ -73,7 +67,7 @@ def export_onnx(spec: ModelSpec, path: str | Path, layer: str | None = None, ops
             opset_version=opset,
         )
     model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {_META_MODEL: spec.name, _META_LAYER: layer_name})
+    onnx.helper.set_model_props(model, {META_MODEL: spec.name, META_LAYER: layer_name})
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
@@ -112,40 +106,3 @@ def _check_signature(session: ort.InferenceSession, path: str | Path) -> None:
 
 def session_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
-
-
-class OrtExplainer(Explainer):
-    """The engine with ONNX Runtime doing the forward passes: predictions and Score-CAM."""
-
-    def __init__(self, spec: ModelSpec, session: ort.InferenceSession, scorecam_chunk: int = 16) -> None:
-        self.spec = dataclasses.replace(spec, methods=("scorecam",))
-        self.session = session
-        self.layer_name = session_metadata(session).get(_META_LAYER, "activations")
-        self.scorecam_chunk = scorecam_chunk
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")  # inputs cross to ONNX Runtime as NumPy arrays
-
-    @property
-    def backend(self) -> str:
-        return f"onnxruntime:{self.session.get_providers()[0]}"
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self._run(["logits"], images)[0]
-
-    @contextmanager
-    def _running(self) -> Iterator[None]:
-        with torch.no_grad():
-            yield
-
-    def _forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, activations = self._run(list(OUTPUTS), images)
-        return logits, activations
-
-    def _masked_forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._run(["logits"], images)[0]
-
-    def _run(self, outputs: list[str], images: torch.Tensor) -> list[torch.Tensor]:
-        feed = {INPUT: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)}
-        return [torch.from_numpy(a) for a in self.session.run(outputs, feed)]

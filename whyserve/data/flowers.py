@@ -98,17 +98,22 @@ class Flower:
 def make_flower(seed: int, index: int, label: int | None = None, size: int = SIZE) -> Flower:
     """Image ``index`` of ``seed``; its class is drawn from the same generator unless given."""
     rng = np.random.default_rng([seed, index])
-    drawn_label = int(rng.integers(NUM_CLASSES))
-    label = drawn_label if label is None else int(label)
-    if not 0 <= label < NUM_CLASSES:
-        raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}")
-
-    image = Image.new("RGB", (size, size), _pastel(rng))
-    _clutter(ImageDraw.Draw(image), rng, size)
+    label, image = _background(rng, NUM_CLASSES, label, size)
     bits = class_bits(label)
     colours = {part: _jitter(COLOURS[part][bits[part]][1], rng) for part in CLASS_PARTS}
     colours["stem"] = _stem_colour(rng)
     return _finish(rng, image, colours, label, CLASS_PARTS, size)
+
+
+def _background(rng: np.random.Generator, classes: int, label: int | None, size: int) -> tuple[int, Image.Image]:
+    """The class (drawn from ``rng`` first, even when given) and the cluttered background."""
+    drawn_label = int(rng.integers(classes))
+    label = drawn_label if label is None else int(label)
+    if not 0 <= label < classes:
+        raise ValueError(f"label must be in 0..{classes - 1}")
+    image = Image.new("RGB", (size, size), _pastel(rng))
+    _clutter(ImageDraw.Draw(image), rng, size)
+    return label, image
 
 
 def _finish(rng: np.random.Generator, image: Image.Image, colours: dict, label: int, evidence: tuple[str, ...], size: int) -> Flower:
@@ -134,7 +139,23 @@ def _finish(rng: np.random.Generator, image: Image.Image, colours: dict, label: 
     # stem: a thick quadrilateral from the head down
     width = rng.uniform(1.6, 2.6) * s
     foot = head + down * stem_len
-    polygon([tuple(head + side * width), tuple(foot + side * width), tuple(foot - side * width), tuple(head - side * width)], "stem")
+    polygon(
+        [tuple(head + side * width), tuple(foot + side * width), tuple(foot - side * width), tuple(head - side * width)], "stem"
+    )
+    _leaves_and_petals(polygon, rng, head, down, side, stem_len, radius, s)
+    # centre disk
+    polygon(_ellipse(head, radius * rng.uniform(0.32, 0.42), None, 0.0), "centre")
+
+    pixels = np.asarray(image, dtype=np.int16)
+    pixels = pixels + rng.integers(-NOISE, NOISE + 1, size=pixels.shape, dtype=np.int16)
+    label_map = np.asarray(labels)
+    masks = {part: label_map == _LABELS[part] for part in PARTS}
+    return Flower(np.clip(pixels, 0, 255).astype(np.uint8), label, masks, colours, evidence)
+
+
+def _leaves_and_petals(polygon, rng, head, down, side, stem_len: float, radius: float, s: float) -> None:
+    """Two leaves on the stem, then the petals around the head (in this order: the draws of
+    ``rng`` must stay the same for the shipped models' data to stay the same)."""
     # leaves: two ellipses on opposite sides of the stem, pointing outwards and up
     leaf_len = rng.uniform(0.75, 1.0) * radius
     for sign, where in ((1, rng.uniform(0.45, 0.7)), (-1, rng.uniform(0.55, 0.85))):
@@ -151,14 +172,6 @@ def _finish(rng: np.random.Generator, image: Image.Image, colours: dict, label: 
         angle = phase + 2 * math.pi * k / count
         centre = head + np.array([math.cos(angle), math.sin(angle)]) * (radius - petal_len)
         polygon(_ellipse(centre, petal_len, petal_wid, angle), "petals")
-    # centre disk
-    polygon(_ellipse(head, radius * rng.uniform(0.32, 0.42), None, 0.0), "centre")
-
-    pixels = np.asarray(image, dtype=np.int16)
-    pixels = pixels + rng.integers(-NOISE, NOISE + 1, size=pixels.shape, dtype=np.int16)
-    label_map = np.asarray(labels)
-    masks = {part: label_map == _LABELS[part] for part in PARTS}
-    return Flower(np.clip(pixels, 0, 255).astype(np.uint8), label, masks, colours, evidence)
 
 
 def generate(n: int, seed: int, labels: list[int] | None = None, size: int = SIZE) -> list[Flower]:
@@ -194,12 +207,7 @@ NEUTRAL: tuple[tuple[str, tuple[int, int, int]], ...] = (
 def make_single_part_flower(seed: int, index: int, label: int | None = None, size: int = SIZE) -> Flower:
     """Single-part flower ``index`` of ``seed`` (its own random stream, not ``make_flower``'s)."""
     rng = np.random.default_rng([seed, index, 1])
-    drawn_label = int(rng.integers(SINGLE_NUM_CLASSES))
-    label = drawn_label if label is None else int(label)
-    if not 0 <= label < SINGLE_NUM_CLASSES:
-        raise ValueError(f"label must be in 0..{SINGLE_NUM_CLASSES - 1}")
-    image = Image.new("RGB", (size, size), _pastel(rng))
-    _clutter(ImageDraw.Draw(image), rng, size)
+    label, image = _background(rng, SINGLE_NUM_CLASSES, label, size)
     part, k = SINGLE_CLASSES[label]
     colours = {p: _jitter(NEUTRAL[int(rng.integers(len(NEUTRAL)))][1], rng) for p in CLASS_PARTS}
     colours[part] = _jitter(COLOURS[part][k][1], rng)

@@ -68,7 +68,9 @@ def _order(saliency: np.ndarray) -> torch.Tensor:
     return torch.sort(flat, descending=True, stable=True).indices
 
 
-def _curve(predict: Predict, start: torch.Tensor, end: torch.Tensor, saliency: np.ndarray, target: int, steps: int, chunk: int) -> np.ndarray:
+def _curve(
+    predict: Predict, start: torch.Tensor, end: torch.Tensor, saliency: np.ndarray, target: int, steps: int, chunk: int
+) -> np.ndarray:
     """Target probability as pixels go from ``start`` to ``end`` in saliency order."""
     c, h, w = start.shape
     order = _order(saliency)
@@ -93,13 +95,29 @@ def auc(curve: np.ndarray) -> float:
     return float((curve.sum() - (curve[0] + curve[-1]) / 2) / n)
 
 
-def deletion_auc(predict: Predict, image: torch.Tensor, saliency: np.ndarray, target: int, baseline: torch.Tensor | None = None, steps: int = 32, chunk: int = 33) -> float:
+def deletion_auc(
+    predict: Predict,
+    image: torch.Tensor,
+    saliency: np.ndarray,
+    target: int,
+    baseline: torch.Tensor | None = None,
+    steps: int = 32,
+    chunk: int = 33,
+) -> float:
     """Image (C, H, W) in the model's input space; ``baseline`` defaults to zeros."""
     baseline = torch.zeros_like(image) if baseline is None else baseline
     return auc(_curve(predict, image, baseline, saliency, target, steps, chunk))
 
 
-def insertion_auc(predict: Predict, image: torch.Tensor, saliency: np.ndarray, target: int, baseline: torch.Tensor | None = None, steps: int = 32, chunk: int = 33) -> float:
+def insertion_auc(
+    predict: Predict,
+    image: torch.Tensor,
+    saliency: np.ndarray,
+    target: int,
+    baseline: torch.Tensor | None = None,
+    steps: int = 32,
+    chunk: int = 33,
+) -> float:
     """``baseline`` defaults to the image blurred (Gaussian, sigma = 1/20 of its width), as RISE."""
     baseline = blurred(image) if baseline is None else baseline
     return auc(_curve(predict, baseline, image, saliency, target, steps, chunk))

@@ -1,13 +1,23 @@
-"""The explanation methods, by the name a request uses."""
+"""The explanation methods, by the name a request uses (see ``whyserve.methods.registry``).
 
-from whyserve.methods.base import Explanation, GradientMethod
-from whyserve.methods.contrastive import Contrastive
-from whyserve.methods.gradcam import GradCAM
+A new method is one file here: a ``Method`` subclass decorated with ``@register`` (every
+module of this package is imported when the registry is first read)."""
 
-# Score-CAM and B-cos are not GradientMethods: the engine calls whyserve.methods.scorecam
-# and whyserve.methods.bcos (B-cos models only: ModelSpec.methods says which model has it).
-GRADIENT_METHODS: dict[str, GradientMethod] = {m.name: m for m in (GradCAM(), Contrastive())}
-METHODS: tuple[str, ...] = ("gradcam", "contrastive", "scorecam", "bcos")
-CONTRAST_METHODS: tuple[str, ...] = ("contrastive", "bcos")  # the methods that take a contrast
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
+from whyserve.methods.registry import REGISTRY, all_methods, get_method, method_names, register
 
-__all__ = ["CONTRAST_METHODS", "Explanation", "GRADIENT_METHODS", "GradientMethod", "METHODS"]
+METHODS: tuple[str, ...] = method_names()  # the built-in methods; method_names() also lists later registrations
+
+__all__ = [
+    "METHODS",
+    "REGISTRY",
+    "Explanation",
+    "Method",
+    "MethodBatch",
+    "Needs",
+    "ResolvedRequest",
+    "all_methods",
+    "get_method",
+    "method_names",
+    "register",
+]

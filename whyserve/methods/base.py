@@ -1,13 +1,22 @@
-"""What every CAM method shares: the result type, the map from channel weights, and
-the template for gradient methods."""
+"""What every explanation method shares: the result type, the method interface, the batch a
+method's compute step receives, and the CAM arithmetic (map from channel weights, scaling)."""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from whyserve.errors import InvalidOption
+
+if TYPE_CHECKING:
+    from whyserve.backends import Backend
+    from whyserve.models import ModelSpec
 
 # pytorch-grad-cam's scale_cam_image divides by (max + 1e-7); the same epsilon keeps parity.
 _EPS = 1e-7
@@ -28,6 +37,99 @@ class Explanation:
     # the logit (or logit difference), and the RGBA colour image (H, W, 4) in [0, 1].
     contributions: np.ndarray | None = None
     color_image: np.ndarray | None = None
+    # VEBI only (whyserve.methods.vebi): the features shown, [{layer, channel, relevance}], sorted.
+    features: list[dict] | None = None
+
+
+class Needs(enum.Enum):
+    """What a method needs from the engine and the backend."""
+
+    LAYER_GRADIENT = "gradients above the target layer"  # the shared forward records a graph from the layer up
+    MASKED_FORWARDS = "masked forwards"  # gradient-free: plain forwards of the backend (also ONNX Runtime)
+    MODEL_PASS = "a model-specific pass"  # its own pass through the PyTorch model (B-cos, VEBI)
+    OPTIMISATION = "an optimisation over the input"  # iterates forwards/backwards through the PyTorch model (FGVis)
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request checked and resolved once (``Explainer.resolve``): what every later step uses.
+
+    ``target`` is a class index (None: the top-1 of the shared forward), ``contrast`` a class
+    index, a value (regression) or None (omitted: ``Method.contrast_for`` says what it means),
+    ``options`` the method's parsed options (``Method.parse_options``)."""
+
+    method: Method
+    target: int | None = None
+    contrast: int | float | None = None
+    options: Any = None
+
+
+@dataclass
+class MethodBatch:
+    """What a method's ``compute`` receives: the rows of the batch that asked for it (or for a
+    method of the same ``group``), and everything the shared forward produced."""
+
+    rows: list[int]  # indices into images / logits / activations
+    requests: list[ResolvedRequest]  # one per row
+    targets: list[int]  # resolved target per row (top-1 filled in)
+    images: torch.Tensor  # (B, C, H, W): the whole batch, preprocessed, on the backend's device
+    logits: torch.Tensor  # (B, outputs) of the shared forward (with a graph above the layer for LAYER_GRADIENT)
+    activations: torch.Tensor  # (B, K, h, w) target-layer activations (the graph's leaf for LAYER_GRADIENT)
+    backend: Backend
+    spec: ModelSpec
+    chunk: int  # at most this many extra images per forward (masked or perturbed inputs)
+
+    def contrast(self, k: int) -> int | float | None:
+        """Row ``k``'s contrast, an omitted one resolved by the method."""
+        request = self.requests[k]
+        return request.method.contrast_for(self.targets[k], request.contrast)
+
+
+class Method:
+    """An explanation method: subclass it in a file of its own and decorate it with
+    ``whyserve.methods.register``. The engine and the serving layer need nothing else."""
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[Needs] = Needs.LAYER_GRADIENT
+    takes_contrast: ClassVar[bool] = False
+    # Said to a client who sends contrast == target: what omitting the contrast would ask for.
+    omitted_contrast: ClassVar[str] = ""
+    # Option names this method takes in a request (besides method/target/contrast).
+    option_names: ClassVar[tuple[str, ...]] = ()
+    # Rows of methods with the same group are computed by one ``compute`` call (one backward pass).
+    group: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    def supports(self, spec: ModelSpec) -> bool:
+        """Whether this method can explain ``spec``'s model (B-cos needs a B-cos model)."""
+        return True
+
+    def requirement(self) -> str:
+        """What a model needs for this method, said to a client whose model lacks it ("" : nothing to say)."""
+        return ""
+
+    def parse_options(self, raw: Mapping[str, object]) -> Any:
+        """This method's options from raw values (strings from headers, JSON values); raise
+        ``InvalidOption`` naming the option. Missing options take the method's defaults."""
+        unknown = sorted(set(raw) - set(self.option_names))
+        if unknown:
+            raise InvalidOption(unknown[0], f"method {self.name!r} takes no {unknown[0]}", [])
+        return None
+
+    def check(self, request: ResolvedRequest, spec: ModelSpec) -> None:
+        """Refuse a request this method cannot answer for ``spec`` (after target/contrast resolved)."""
+
+    def contrast_for(self, target: int, contrast: int | float | None) -> int | float | None:
+        """The contrast that is explained (and reported) for a resolved request."""
+        return contrast
+
+    def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
+        """Rough cost in single-image forward-pass equivalents, beyond the shared forward."""
+        return 1.0
+
+    def compute(self, batch: MethodBatch) -> list[Explanation]:
+        """One ``Explanation`` per row of ``batch`` (timings are filled in by the engine)."""
+        raise NotImplementedError
 
 
 def weighted_cam(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
@@ -51,19 +153,18 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
     return shifted / (shifted.flatten(1).max(1).values[:, None, None] + _EPS)
 
 
-class GradientMethod:
-    """Template for Grad-CAM-like methods: weights are the spatial mean of dJ/dA.
-
-    A subclass only says what J is for one image (``objective``); the engine sums the
-    objectives of a batch, so one backward pass serves images with different targets.
-    """
-
-    name: str = ""
-    needs_gradient = True
-
-    def objective(self, output: torch.Tensor, target: int, contrast: int | float | None, task: str) -> torch.Tensor:
-        raise NotImplementedError
-
-    @staticmethod
-    def channel_weights(grads: torch.Tensor) -> torch.Tensor:
-        return grads.mean(dim=(2, 3))
+def cam_explanations(batch: MethodBatch, cams: torch.Tensor, timings: list[float] | None = None) -> list[Explanation]:
+    """Explanations of layer-resolution CAMs (one per row of ``batch``), scaled as Grad-CAM's."""
+    layer_maps, heatmaps = scale_cams(cams, tuple(batch.images.shape[-2:]))
+    return [
+        Explanation(
+            method=request.method.name,
+            target=batch.targets[k],
+            contrast=batch.contrast(k),
+            layer=batch.backend.layer_name,
+            heatmap=heatmaps[k].cpu().numpy(),
+            layer_heatmap=layer_maps[k].cpu().numpy(),
+            timing_ms={"explain": timings[k]} if timings else {},
+        )
+        for k, request in enumerate(batch.requests)
+    ]

@@ -10,7 +10,7 @@ x = [r, g, b, 1-r, 1-g, 1-b] is exactly W(x)[target], so
 sums to the logit (minus its bias; B-cos models have none). Contrastive B-cos ("why P,
 rather than Q?") is the same for y_P - y_Q: C_P - C_Q, which sums to the logit difference.
 
-The encoded input is the output of the module named by ``ModelSpec.extra["bcos_input"]``
+The encoded input is the output of the module named by ``ModelSpec.bcos_input``
 (the network takes RGB in [0, 1] and encodes it itself), so the model stays callable like
 any other and the maps are over the six channels the B-cos layers really see.
 
@@ -26,15 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from whyserve.layers import LayerCapture, get_layer
-from whyserve.methods.base import Explanation
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs
+from whyserve.methods.registry import register
 
-NAME = "bcos"
+if TYPE_CHECKING:
+    from whyserve.models import ModelSpec
 
 
 @contextmanager
@@ -70,8 +73,7 @@ def contributions(
             output = model(images)
             with torch.enable_grad():
                 objective = sum(
-                    output[i, t] - (output[i, q] if q is not None else 0.0)
-                    for i, (t, q) in enumerate(zip(targets, contrasts))
+                    output[i, t] - (output[i, q] if q is not None else 0.0) for i, (t, q) in enumerate(zip(targets, contrasts))
                 )
                 (weights,) = torch.autograd.grad(objective, capture.activations)
     finally:
@@ -93,6 +95,27 @@ def color_image(encoded: torch.Tensor, weights: torch.Tensor, smooth: int = 15, 
     return gradient_to_image(encoded, weights, smooth=smooth, alpha_percentile=alpha_percentile).astype(np.float32)
 
 
+@register
+class Bcos(Method):
+    """B-cos models only (``ModelSpec.bcos_input`` names the encoded input)."""
+
+    name = "bcos"
+    needs = Needs.MODEL_PASS
+    takes_contrast = True
+    omitted_contrast = "the plain B-cos map of the target"
+    help = "B-cos models: the exact contribution map sum_c x*W(x) (with a contrast: of y_P - y_Q)"
+
+    def supports(self, spec: ModelSpec) -> bool:
+        return spec.bcos_input is not None
+
+    def cost(self, request: object, layer_channels: int, chunk: int) -> float:
+        return 2.0  # one forward in explanation mode and one backward to the input
+
+    def compute(self, batch: MethodBatch) -> list[Explanation]:
+        contrasts = [batch.contrast(k) for k in range(len(batch.rows))]
+        return explain(batch.backend.model, batch.spec.bcos_input, batch.images[batch.rows], batch.targets, contrasts)
+
+
 def explain(
     model: nn.Module,
     input_layer: str,
@@ -103,19 +126,20 @@ def explain(
     """One ``Explanation`` per image (without timings; the engine adds them)."""
     _, encoded, weights = contributions(model, input_layer, images, targets, contrasts)
     maps = (encoded * weights).sum(1)  # (B, H, W)
-    explanations = []
-    for i in range(len(targets)):
-        heatmap = positive_heatmap(maps[i]).float().cpu().numpy()
-        explanations.append(
-            Explanation(
-                method=NAME,
-                target=targets[i],
-                contrast=contrasts[i],
-                layer=input_layer,
-                heatmap=heatmap,
-                layer_heatmap=heatmap,
-                contributions=maps[i].float().cpu().numpy(),
-                color_image=color_image(encoded[i], weights[i]),
-            )
-        )
-    return explanations
+    return [_explanation(maps[i], encoded[i], weights[i], targets[i], contrasts[i], input_layer) for i in range(len(targets))]
+
+
+def _explanation(
+    contribution: torch.Tensor, encoded: torch.Tensor, weights: torch.Tensor, target: int, contrast: int | None, layer: str
+) -> Explanation:
+    heatmap = positive_heatmap(contribution).float().cpu().numpy()
+    return Explanation(
+        method=Bcos.name,
+        target=target,
+        contrast=contrast,
+        layer=layer,
+        heatmap=heatmap,
+        layer_heatmap=heatmap,
+        contributions=contribution.float().cpu().numpy(),
+        color_image=color_image(encoded, weights),
+    )

@@ -20,12 +20,77 @@ get weight 0. With N >= the number of channels it is the exact method.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from whyserve.errors import InvalidOption
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest, cam_explanations, weighted_cam
+from whyserve.methods.registry import register
+
 WEIGHTINGS = ("probability", "channel_softmax")
+
+
+@dataclass(frozen=True)
+class ScoreCamOptions:
+    weighting: str = "probability"
+    channels: int | None = None  # None: every channel (exact); N: the N most varying channels
+
+
+def parse_channels(value: object) -> int | None:
+    """``"all"``/None (exact) or a positive integer (fast); ``InvalidOption`` otherwise."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        channels = int(value)
+    except (TypeError, ValueError):
+        channels = 0
+    if channels < 1:
+        raise InvalidOption("channels", f"{value!r} is not 'all' or a positive integer", ["all", "a positive integer"])
+    return channels
+
+
+@register
+class ScoreCAM(Method):
+    name = "scorecam"
+    needs = Needs.MASKED_FORWARDS
+    option_names = ("weighting", "channels")
+    help = "why P? gradient-free; weighting probability|channel_softmax; channels all|N (fast)"
+
+    def parse_options(self, raw: Mapping[str, object]) -> ScoreCamOptions:
+        super().parse_options(raw)
+        weighting = raw.get("weighting", "probability")
+        if weighting not in WEIGHTINGS:
+            raise InvalidOption("weighting", f"unknown Score-CAM weighting {weighting!r}", WEIGHTINGS)
+        return ScoreCamOptions(weighting, parse_channels(raw.get("channels")))
+
+    def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
+        channels = request.options.channels
+        return float(layer_channels if channels is None else min(channels, layer_channels))
+
+    def compute(self, batch: MethodBatch) -> list[Explanation]:
+        cams, timings = [], []
+        for i, target, request in zip(batch.rows, batch.targets, batch.requests):
+            start = time.perf_counter()
+            options = request.options
+            activations = batch.activations[i]
+            weights = scorecam_weights(
+                batch.backend.masked_forward,
+                batch.images[i],
+                activations,
+                target,
+                options.weighting,
+                batch.chunk,
+                options.channels,
+            )
+            cams.append(weighted_cam(weights[None], activations[None])[0])
+            timings.append((time.perf_counter() - start) * 1e3)
+        return cam_explanations(batch, torch.stack(cams), timings)
 
 
 def scorecam_weights(

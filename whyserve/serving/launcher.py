@@ -54,7 +54,9 @@ class TorchServe:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(TMPDIR=str(self.workdir / "tmp"), LOG_LOCATION=str(self.workdir / "logs"), METRICS_LOCATION=str(self.workdir / "logs"))
+        env.update(
+            TMPDIR=str(self.workdir / "tmp"), LOG_LOCATION=str(self.workdir / "logs"), METRICS_LOCATION=str(self.workdir / "logs")
+        )
         return env
 
     @property
@@ -166,8 +168,18 @@ def start(
     properties.update(overrides or {})
     config_file = workdir / "config.properties"
     config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
-    server = TorchServe(workdir, f"http://{host}:{inference}", f"http://{host}:{management}", f"http://{host}:{metrics}", list(models))
-    command = [torchserve_command(), "--start", "--ncs", "--ts-config", str(config_file), "--model-store", str(Path(model_store).resolve())]
+    server = TorchServe(
+        workdir, f"http://{host}:{inference}", f"http://{host}:{management}", f"http://{host}:{metrics}", list(models)
+    )
+    command = [
+        torchserve_command(),
+        "--start",
+        "--ncs",
+        "--ts-config",
+        str(config_file),
+        "--model-store",
+        str(Path(model_store).resolve()),
+    ]
     command += ["--models", *[f"{name}={name}.mar" for name in models]]
     # The background Java process inherits stdout/stderr: a file, never a pipe we would wait on.
     with open(workdir / "logs" / "torchserve.out", "ab") as out:

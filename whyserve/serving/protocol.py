@@ -1,9 +1,10 @@
 """The HTTP protocol of DESIGN.md, free of any serving framework.
 
 A request arrives as *fields* (the body, or the parts of a multipart form) and *headers*;
-``parse_payload`` turns them into image bytes and raw options, ``parse_options`` into typed
-``ServeOptions``, ``decode_image`` into a PIL image (with a pixel limit against decompression
-bombs). ``build_response`` and ``error_body`` make the JSON the client gets.
+``parse_payload`` turns them into image bytes and raw options, ``parse_options`` into the
+engine's ``ExplainRequest`` and the response's ``ServeOptions`` (with the model's
+``RequestDefaults``), ``decode_image`` into a PIL image (with a pixel limit against
+decompression bombs). ``build_response`` and ``error_body`` make the JSON the client gets.
 """
 
 from __future__ import annotations
@@ -14,20 +15,19 @@ import io
 import json
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from whyserve.engine import ExplainRequest
-from whyserve.methods import CONTRAST_METHODS
-from whyserve.methods.scorecam import WEIGHTINGS
+from whyserve.methods import all_methods, get_method
+from whyserve.methods.registry import requirement_of
 from whyserve.render import encode, heatmap_image, overlay
 
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
 OUTPUTS = ("heatmap", "overlay", "values", "bcos_color")
-OPTION_NAMES = ("method", "target", "contrast", "weighting", "channels", "topk", "outputs")
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 25_000_000
 MAX_TOPK = 100
@@ -48,20 +48,12 @@ def error_body(error: ServingError) -> dict:
     return {"error": {"code": error.status, "message": error.message, "valid": error.valid}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeOptions:
-    method: str
-    target: int | str | None = None
-    contrast: int | str | None = None
-    weighting: str = "probability"
-    channels: int | None = None  # Score-CAM: None = every channel (exact), N = the N most varying
+    """What a request asks of the response, beyond the engine request."""
+
     topk: int = 5
     outputs: tuple[str, ...] = ("heatmap",)
-
-    def engine_request(self) -> ExplainRequest | None:
-        if self.method == NO_EXPLANATION:
-            return None
-        return ExplainRequest(self.method, self.target, self.contrast, self.weighting, self.channels)
 
 
 # -- request parsing ------------------------------------------------------------------------
@@ -101,10 +93,17 @@ def parse_payload(fields: Mapping[str, object], headers: Mapping[str, object] | 
         options.update({k: v for k, v in body.items() if k != "image"})
         return _image_from_json(body), options
     if isinstance(body, list):
-        raise ServingError(400, "a JSON body must be an object, not an array", ['{"image": "<base64>", "method": ...}'], "bad_json")
+        raise ServingError(
+            400, "a JSON body must be an object, not an array", ['{"image": "<base64>", "method": ...}'], "bad_json"
+        )
     if body is None:
         named = f" (form fields: {', '.join(sorted(map(str, fields)))})" if fields else ""
-        raise ServingError(400, f"the request has no image{named}; raw bytes need an image/* or application/octet-stream Content-Type", _REQUEST_FORMS, "empty_body")
+        raise ServingError(
+            400,
+            f"the request has no image{named}; raw bytes need an image/* or application/octet-stream Content-Type",
+            _REQUEST_FORMS,
+            "empty_body",
+        )
     if not body:
         raise ServingError(400, "the request has no image: the body is empty", _REQUEST_FORMS, "empty_body")
     return bytes(body), options
@@ -136,13 +135,17 @@ def _load_json(raw: bytes) -> object:
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ServingError(400, f"the body is not valid JSON ({error})", ['{"image": "<base64>", "method": ...}'], "bad_json") from None
+        raise ServingError(
+            400, f"the body is not valid JSON ({error})", ['{"image": "<base64>", "method": ...}'], "bad_json"
+        ) from None
 
 
 def _image_from_json(body: dict) -> bytes:
     image = body.get("image")
     if image is None:
-        raise ServingError(400, "the JSON body has no 'image' field", ['{"image": "<base64 of JPEG/PNG/WebP bytes>"}'], "bad_json")
+        raise ServingError(
+            400, "the JSON body has no 'image' field", ['{"image": "<base64 of JPEG/PNG/WebP bytes>"}'], "bad_json"
+        )
     if not isinstance(image, str):
         raise ServingError(400, "'image' must be a base64 string", ["base64 of JPEG/PNG/WebP bytes"], "bad_json")
     if image.startswith("data:") and "," in image:  # data URL
@@ -166,81 +169,97 @@ def _text(value: object, name: str) -> object:
         try:
             return bytes(value).decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise ServingError(400, f"option {name!r} is not UTF-8 text", OPTION_NAMES, "bad_option") from None
+            raise ServingError(400, f"option {name!r} is not UTF-8 text", option_names(), "bad_option") from None
     return value
 
 
 # -- options ---------------------------------------------------------------------------------
 
 
-def parse_options(raw: Mapping[str, object], default_method: str, methods: tuple[str, ...]) -> ServeOptions:
-    """Typed options; raises ``ServingError`` 400 naming the option and what is valid."""
-    unknown = sorted(set(raw) - set(OPTION_NAMES))
+@dataclass(frozen=True)
+class RequestDefaults:
+    """A model's defaults for what a request leaves out, built once from its serving config.
+    ``method_options``: per method name, raw option values (e.g. Score-CAM's ``channels``)."""
+
+    method: str = "gradcam"
+    methods: tuple[str, ...] = ("gradcam", "contrastive", "scorecam")
+    topk: int = 5
+    method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+def option_names() -> tuple[str, ...]:
+    """Every option a request may carry: the common ones and each registered method's own."""
+    own = [name for m in all_methods() for name in m.option_names]
+    return ("method", "target", "contrast", *dict.fromkeys(own), "topk", "outputs")
+
+
+def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple[ExplainRequest | None, ServeOptions]:
+    """The engine request (None: prediction only) and the response options; raises
+    ``ServingError`` 400 naming the option and what is valid. The method's own options are
+    checked by the method when the explainer resolves the request."""
+    names = option_names()
+    unknown = sorted(set(raw) - set(names))
     if unknown:
-        raise ServingError(400, f"unknown option {unknown[0]!r}", OPTION_NAMES, "bad_option")
+        raise ServingError(400, f"unknown option {unknown[0]!r}", names, "bad_option")
     options = {k: v for k, v in raw.items() if v is not None and v != ""}
-
-    method = options.get("method", default_method)
-    valid_methods = (*methods, NO_EXPLANATION)
-    if not isinstance(method, str) or method.strip().lower() not in valid_methods:
-        raise ServingError(400, f"method {method!r} is not supported by this model", valid_methods, "bad_option")
-    method = method.strip().lower()
-
+    method = _method(options.get("method", defaults.method), defaults.methods)
     target = _class_option(options.get("target"), "target")
     contrast = _class_option(options.get("contrast"), "contrast")
-    if contrast is not None and method not in CONTRAST_METHODS:
-        valid = [f"method={m}" for m in CONTRAST_METHODS]
+    serve = ServeOptions(_topk(options.get("topk", defaults.topk)), _outputs(options.get("outputs", "heatmap")))
+    if method == NO_EXPLANATION:
+        return None, serve
+    own = {k: v for k, v in options.items() if k not in ("method", "target", "contrast", "topk", "outputs")}
+    _check_applies(method, contrast, own)
+    return ExplainRequest(method, target, contrast, **{**defaults.method_options.get(method, {}), **own}), serve
+
+
+def _method(method: object, methods: tuple[str, ...]) -> str:
+    valid = (*methods, NO_EXPLANATION)
+    if not isinstance(method, str) or method.strip().lower() not in valid:
+        why = requirement_of(method)
+        raise ServingError(400, f"method {method!r} is not supported by this model{why}", valid, "bad_option")
+    return method.strip().lower()
+
+
+def _check_applies(method: str, contrast: object, own: Mapping[str, object]) -> None:
+    """Refuse a contrast or a method option given to a method that does not take it."""
+    chosen = get_method(method)
+    if contrast is not None and not chosen.takes_contrast:
+        valid = [f"method={m.name}" for m in all_methods() if m.takes_contrast]
         raise ServingError(400, f"contrast: method {method!r} takes no contrast", valid, "bad_option")
+    for name in own:
+        if name not in chosen.option_names:
+            valid = [f"method={m.name}" for m in all_methods() if name in m.option_names]
+            raise ServingError(400, f"{name}: method {method!r} takes no {name}", valid, "bad_option")
 
-    weighting = options.get("weighting", "probability")
-    if weighting not in WEIGHTINGS:
-        raise ServingError(400, f"weighting: unknown Score-CAM weighting {weighting!r}", WEIGHTINGS, "bad_option")
-    if "weighting" in options and method != "scorecam":
-        raise ServingError(400, f"weighting: method {method!r} takes no weighting", ["method=scorecam"], "bad_option")
 
-    channels = parse_channels(options.get("channels"))
-    if "channels" in options and method != "scorecam":
-        raise ServingError(400, f"channels: method {method!r} takes no channels", ["method=scorecam"], "bad_option")
-
-    topk = options.get("topk", 5)
+def _topk(topk: object) -> int:
+    valid = [f"an integer from 1 to {MAX_TOPK}"]
     try:
-        topk = int(topk)
-        if isinstance(options.get("topk"), (bool, float)):
+        if isinstance(topk, (bool, float)):
             raise ValueError
+        number = int(topk)
     except (TypeError, ValueError):
-        raise ServingError(400, f"topk: {topk!r} is not an integer", [f"an integer from 1 to {MAX_TOPK}"], "bad_option") from None
-    if not 1 <= topk <= MAX_TOPK:
-        raise ServingError(400, f"topk: {topk} is out of range", [f"an integer from 1 to {MAX_TOPK}"], "bad_option")
+        raise ServingError(400, f"topk: {topk!r} is not an integer", valid, "bad_option") from None
+    if not 1 <= number <= MAX_TOPK:
+        raise ServingError(400, f"topk: {number} is out of range", valid, "bad_option")
+    return number
 
-    outputs = options.get("outputs", "heatmap")
-    if isinstance(outputs, str):
-        outputs = [o.strip().lower() for o in outputs.split(",") if o.strip()]
+
+def _outputs(value: object) -> tuple[str, ...]:
+    outputs = [o.strip().lower() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
     if not isinstance(outputs, list) or not all(isinstance(o, str) and o in OUTPUTS for o in outputs):
-        raise ServingError(400, f"outputs: {options.get('outputs')!r} is not a list of known outputs", OUTPUTS, "bad_option")
-
-    return ServeOptions(method, target, contrast, weighting, channels, topk, tuple(dict.fromkeys(outputs)))
-
-
-def parse_channels(value: object) -> int | None:
-    """Score-CAM channels: ``"all"``/None (exact) or a positive integer (fast)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
-        return None
-    try:
-        if isinstance(value, (bool, float)):
-            raise ValueError
-        channels = int(value)
-    except (TypeError, ValueError):
-        channels = 0
-    if channels < 1:
-        raise ServingError(400, f"channels: {value!r} is not 'all' or a positive integer", ["all", "a positive integer"], "bad_option")
-    return channels
+        raise ServingError(400, f"outputs: {value!r} is not a list of known outputs", OUTPUTS, "bad_option")
+    return tuple(dict.fromkeys(outputs))
 
 
 def _class_option(value: object, name: str) -> int | str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ServingError(400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option")
+        raise ServingError(
+            400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option"
+        )
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return value
@@ -260,7 +279,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ServingError(413, f"the image is a decompression bomb ({error})", [f"at most {max_pixels:,} pixels"], "too_large") from None
+        raise ServingError(
+            413, f"the image is a decompression bomb ({error})", [f"at most {max_pixels:,} pixels"], "too_large"
+        ) from None
     except UnidentifiedImageError:
         raise ServingError(400, "the body is not an image PIL can identify", IMAGE_FORMATS, "not_an_image") from None
     except Exception as error:  # noqa: BLE001 - a malformed header can raise anything
@@ -281,7 +302,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 def _too_large(size: tuple[int, int], max_pixels: int) -> ServingError:
     what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
-    return ServingError(413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large")
+    return ServingError(
+        413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large"
+    )
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -307,7 +330,6 @@ def build_response(
     ``backend`` says what ran it, e.g. ``torch:cpu`` or ``onnxruntime:CUDAExecutionProvider``."""
     if explanation is None:
         return {"predictions": predictions, "explanation": None}
-    heatmap = explanation.heatmap
     body: dict = {
         "method": explanation.method,
         "target": _class(explanation.target, class_names),
@@ -316,35 +338,39 @@ def build_response(
     }
     if backend is not None:
         body["backend"] = backend
-    if "heatmap" in options.outputs:
-        body["heatmap"] = {
-            "encoding": "png;base64",
-            "width": int(heatmap.shape[1]),
-            "height": int(heatmap.shape[0]),
-            "data": base64.b64encode(encode(heatmap_image(heatmap))).decode("ascii"),
-        }
-    if "overlay" in options.outputs and view is not None:
-        picture = overlay(view, heatmap)
-        body["overlay"] = {
-            "encoding": "jpeg;base64",
-            "width": picture.width,
-            "height": picture.height,
-            "data": base64.b64encode(encode(picture, "JPEG", quality=85)).decode("ascii"),
-        }
-    if "values" in options.outputs:
-        values = np.asarray(explanation.layer_heatmap, dtype=np.float32)
-        body["values"] = {
-            "width": int(values.shape[1]),
-            "height": int(values.shape[0]),
-            "data": np.round(values, 4).tolist(),
-        }
-    if "bcos_color" in options.outputs and explanation.color_image is not None:
-        rgba = Image.fromarray((np.clip(explanation.color_image, 0.0, 1.0) * 255).round().astype(np.uint8), "RGBA")
-        body["bcos_color"] = {
-            "encoding": "png;base64",
-            "width": rgba.width,
-            "height": rgba.height,
-            "data": base64.b64encode(encode(rgba)).decode("ascii"),
-        }
+    for output in (o for o in OUTPUTS if o in options.outputs):  # a fixed order in the JSON
+        value = _OUTPUT_BUILDERS[output](explanation, view)
+        if value is not None:
+            body[output] = value
+    if explanation.features is not None:  # VEBI: the features shown, the "interpretation"
+        body["features"] = explanation.features
     body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
     return {"predictions": predictions, "explanation": body}
+
+
+def _picture(picture: Image.Image, fmt: str = "PNG", **save: object) -> dict:
+    encoding = "jpeg;base64" if fmt == "JPEG" else "png;base64"
+    data = base64.b64encode(encode(picture, fmt, **save)).decode("ascii")
+    return {"encoding": encoding, "width": picture.width, "height": picture.height, "data": data}
+
+
+def _heatmap(explanation, view: Image.Image | None) -> dict:
+    return _picture(heatmap_image(explanation.heatmap))
+
+
+def _overlay(explanation, view: Image.Image | None) -> dict | None:
+    return None if view is None else _picture(overlay(view, explanation.heatmap), "JPEG", quality=85)
+
+
+def _values(explanation, view: Image.Image | None) -> dict:
+    values = np.asarray(explanation.layer_heatmap, dtype=np.float32)
+    return {"width": int(values.shape[1]), "height": int(values.shape[0]), "data": np.round(values, 4).tolist()}
+
+
+def _bcos_color(explanation, view: Image.Image | None) -> dict | None:
+    if explanation.color_image is None:
+        return None
+    return _picture(Image.fromarray((np.clip(explanation.color_image, 0.0, 1.0) * 255).round().astype(np.uint8), "RGBA"))
+
+
+_OUTPUT_BUILDERS = {"heatmap": _heatmap, "overlay": _overlay, "values": _values, "bcos_color": _bcos_color}

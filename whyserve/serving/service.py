@@ -9,28 +9,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 from PIL import Image
 
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.backends import open_backend
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
-from whyserve.methods import CONTRAST_METHODS
-from whyserve.methods.scorecam import WEIGHTINGS
+from whyserve.methods import ResolvedRequest
 from whyserve.models import load_model
 from whyserve.serving.protocol import (
     DEFAULT_MAX_PIXELS,
+    NO_EXPLANATION,
+    RequestDefaults,
     ServeOptions,
     ServingError,
     build_response,
     decode_image,
     error_body,
-    parse_channels,
     parse_options,
     parse_payload,
 )
-from whyserve.targets import resolve_class
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class ServingConfig:
     torch_threads: int | None = None  # intra-op threads of this process; None: torch's default
     backend: str = "torch"  # or "onnxruntime": ``weights`` is then an .onnx from `whyserve export-onnx`
     onnx_threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
+    method_options: dict[str, dict] | None = None  # per method: defaults of its own options
+    vebi_relevance: str | None = None  # VEBI's relevance file (in an archive: its file name there)
+
+    def method_defaults(self) -> dict[str, dict[str, object]]:
+        """Per method name, the option defaults this config sets (Score-CAM's have their own keys)."""
+        defaults = {name: dict(values) for name, values in (self.method_options or {}).items()}
+        scorecam = {"weighting": self.scorecam_weighting, "channels": self.scorecam_channels}
+        defaults["scorecam"] = {**{k: v for k, v in scorecam.items() if v is not None}, **defaults.get("scorecam", {})}
+        return defaults
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> ServingConfig:
@@ -79,7 +89,7 @@ class Reply:
 class _Prepared:
     index: int
     options: ServeOptions
-    request: ExplainRequest | None
+    request: ResolvedRequest | None
     tensor: torch.Tensor
     view: Image.Image | None = field(default=None, repr=False)
 
@@ -93,31 +103,34 @@ class ExplainService:
             torch.set_num_threads(int(config.torch_threads))
         self.explainer = self._explainer(config)
         self.spec = self.explainer.spec
-        methods = config.methods or self.spec.methods
-        unsupported = [m for m in methods if m not in self.spec.methods]
+        methods = config.methods or tuple(self.explainer.methods)
+        unsupported = [m for m in methods if m not in self.explainer.methods]
         if unsupported:
-            raise ValueError(f"model {config.model!r} does not support {unsupported}; it supports {self.spec.methods}")
+            raise ValueError(
+                f"model {config.model!r} does not support {unsupported}; it supports {tuple(self.explainer.methods)}"
+            )
         self.methods = tuple(methods)
-        parse_channels(config.scorecam_channels)
-        if config.scorecam_weighting not in WEIGHTINGS:
-            raise ValueError(f"scorecam_weighting {config.scorecam_weighting!r} is not one of {WEIGHTINGS}")
-        if config.default_method not in (*self.methods, "none"):
+        if config.default_method not in (*self.methods, NO_EXPLANATION):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
+        self.defaults = RequestDefaults(config.default_method, self.methods, config.topk, self._method_defaults(config))
+
+    def _method_defaults(self, config: ServingConfig) -> dict[str, dict[str, object]]:
+        """The config's option defaults of the served methods, checked now (a bad one fails at load)."""
+        defaults = {name: values for name, values in config.method_defaults().items() if name in self.methods}
+        for name, values in defaults.items():
+            try:
+                self.explainer.methods[name].parse_options(values)
+            except InvalidOption as error:
+                raise ValueError(f"model-config handler setting for {name}: {error}") from None
+        return defaults
 
     @staticmethod
     def _explainer(config: ServingConfig) -> Explainer:
-        if config.backend == "torch":
-            spec = load_model(config.model, config.weights)
-            return Explainer(spec, layer=config.layer, scorecam_chunk=config.scorecam_chunk)
-        if config.backend == "onnxruntime":
-            from whyserve.onnx_runtime import OrtExplainer, create_session
-
-            if not config.weights:
-                raise ValueError("backend onnxruntime needs the .onnx file as the archive's serialized file")
-            session = create_session(config.weights, config.onnx_threads)
-            # The PyTorch model is only built for its preprocessing and class names.
-            return OrtExplainer(load_model(config.model), session, scorecam_chunk=config.scorecam_chunk)
-        raise ValueError(f"unknown backend {config.backend!r}; known: torch, onnxruntime")
+        spec = load_model(config.model, config.weights if config.backend == "torch" else None)
+        if config.vebi_relevance:
+            spec = replace(spec, vebi_relevance=Path(config.vebi_relevance))
+        backend = open_backend(config.backend, spec, config.weights, config.layer, config.onnx_threads)
+        return Explainer(spec, scorecam_chunk=config.scorecam_chunk, backend=backend)
 
     def handle(self, requests: list[tuple[Mapping[str, object], Mapping[str, object]]]) -> list[Reply]:
         """``requests``: (fields, headers) per request; returns one ``Reply`` per request."""
@@ -140,40 +153,28 @@ class ExplainService:
 
     def _prepare(self, index: int, request_fields: Mapping[str, object], headers: Mapping[str, object]) -> _Prepared:
         data, raw = parse_payload(request_fields, headers)
-        options = parse_options(raw, self.config.default_method, self.methods)
-        if options.method == "scorecam" and not raw.get("weighting"):
-            options.weighting = self.config.scorecam_weighting
-        if options.method == "scorecam" and raw.get("channels") in (None, ""):
-            options.channels = parse_channels(self.config.scorecam_channels)
-        if "topk" not in raw:
-            options.topk = self.config.topk
-        request = options.engine_request()
-        if request is not None:
-            self._validate(request)
+        request, options = parse_options(raw, self.defaults)
+        resolved = None if request is None else self._resolve(request)
         image = decode_image(data, self.config.max_image_pixels)
         view = self.spec.view(image)
         tensor = self.spec.normalize(view)
-        return _Prepared(index, options, request, tensor, view if "overlay" in options.outputs else None)
+        return _Prepared(index, options, resolved, tensor, view if "overlay" in options.outputs else None)
 
-    def _validate(self, request: ExplainRequest) -> None:
+    def _resolve(self, request: ExplainRequest) -> ResolvedRequest:
         try:
-            self.explainer.validate(request)
+            resolved = self.explainer.resolve(request)
         except InvalidOption as error:
             raise ServingError(400, str(error), error.valid, "bad_option") from None
-        classes = self.spec.task == "classification"
-        if classes and request.method in CONTRAST_METHODS and request.target is not None and request.contrast is not None:
-            names, n = self.spec.class_names, self.explainer.num_outputs
-            if resolve_class(request.target, "target", n, names) == resolve_class(request.contrast, "contrast", n, names):
-                omitted = {
-                    "contrastive": "'why not the target with 100% confidence?'",
-                    "bcos": "the plain B-cos map of the target",
-                }[request.method]
+        method = resolved.method
+        if method.takes_contrast and self.spec.task == "classification" and resolved.target is not None:
+            if resolved.contrast == resolved.target:
                 raise ServingError(
                     400,
-                    f"contrast: equals the target; omit contrast to ask for {omitted}",
+                    f"contrast: equals the target; omit contrast to ask for {method.omitted_contrast}",
                     ["a class other than the target", "no contrast"],
                     "bad_option",
                 )
+        return resolved
 
     def _run(self, batch: list[_Prepared]) -> list[Reply]:
         try:
@@ -197,9 +198,7 @@ class ExplainService:
         for row, item in enumerate(batch):
             explanation = result.explanations[row]
             predictions = result.topk(row, item.options.topk, self.spec.class_names)
-            body = build_response(
-                predictions, explanation, item.options, self.spec.class_names, item.view, result.backend
-            )
+            body = build_response(predictions, explanation, item.options, self.spec.class_names, item.view, result.backend)
             text = json.dumps(body, separators=(",", ":"))
             if len(text) > self.config.max_response_bytes:
                 replies.append(
@@ -214,7 +213,7 @@ class ExplainService:
                 )
                 continue
             explain_ms = explanation.timing_ms.get("explain") if explanation is not None else None
-            replies.append(Reply(200, text, item.options.method, explain_ms))
+            replies.append(Reply(200, text, item.request.method.name if item.request else NO_EXPLANATION, explain_ms))
         return replies
 
     def _failure(self, item: _Prepared) -> Reply:
@@ -224,4 +223,3 @@ class ExplainService:
     @staticmethod
     def _error(error: ServingError) -> Reply:
         return Reply(error.status, json.dumps(error_body(error)), error_kind=error.kind)
-

@@ -1,4 +1,4 @@
-"""The shared base of the TorchServe handlers in ``handlers/``.
+"""The base of the TorchServe handler in ``handlers/whyserve_handler.py``.
 
 TorchServe only needs a class with ``initialize(context)`` and ``handle(data, context)``, so
 this base does not subclass ``ts.torch_handler.base_handler.BaseHandler`` and never imports
@@ -35,8 +35,8 @@ class _Dimension:
 
 
 class TorchServeHandler:
-    """Subclass it in a file of its own under ``handlers/`` (one class per file); set
-    ``model`` there or in model-config.yaml's ``handler.model``."""
+    """Subclassed in a file of its own (TorchServe wants one class per handler file); the model
+    is model-config.yaml's ``handler.model`` (or a subclass's ``model``)."""
 
     model: str | None = None
 
@@ -48,7 +48,11 @@ class TorchServeHandler:
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         settings = dict(yaml_config.get("handler") or {})
         settings.setdefault("model", self.model)
+        if not settings["model"]:
+            raise ValueError("model-config.yaml has no handler.model: name the whyserve model to serve")
         model_dir = context.system_properties.get("model_dir") or "."
+        if settings.get("vebi_relevance"):  # carried in the archive (--extra-files)
+            settings["vebi_relevance"] = os.path.join(model_dir, settings["vebi_relevance"])
         if settings.get("weights"):
             settings["weights"] = os.path.join(model_dir, settings["weights"])
         else:
@@ -88,7 +92,9 @@ class TorchServeHandler:
             return
         try:
             if reply.explain_ms is not None:
-                metrics.add_time("ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)])
+                metrics.add_time(
+                    "ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)]
+                )
             if reply.error_kind is not None:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
         except Exception:  # noqa: BLE001 - metrics never fail a request

@@ -21,7 +21,7 @@ from whyserve.vebi.fit import FIT_SEED, fit, overlap, relevance_path, summary
 
 # The generated flowers each model was trained on (its training distribution), by model.
 TRAINING_DATA = {"flowers_cnn": generate, "flowers_bcos": generate, "flowers_part": generate_single_part}
-DEFAULT_MU = 10.0  # the seed code's mu; models set their own in ModelSpec.extra["vebi_mu"]
+DEFAULT_MU = 10.0  # the seed code's mu; models set their own in ModelSpec.vebi_mu
 
 
 def add_parser(commands) -> None:
@@ -57,7 +57,7 @@ def training_images(model: str, n: int, seed: int, classes: int) -> tuple[torch.
 
 def run(args: argparse.Namespace) -> int:
     spec = load_model(args.model)
-    mu = args.mu if args.mu is not None else float(spec.extra.get("vebi_mu", DEFAULT_MU))
+    mu = args.mu if args.mu is not None else (spec.vebi_mu or DEFAULT_MU)
     start = time.perf_counter()
     x, y = training_images(args.model, args.images, args.seed, len(spec.class_names))
     relevance = fit(spec, x, y, mu, tuple(args.layers) if args.layers else None, args.iterations)

@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from whyserve.data.flowers import CLASS_PARTS, balanced_labels, differing_part, generate, make_grid, one_part_contrasts
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.eval import metrics
 from whyserve.models import ModelSpec, load_model
 
@@ -63,16 +63,22 @@ class Report:
             lines += ["", "One-part contrasts (P and Q differ in one part's colour): share of positive energy on that part", ""]
             lines += ["| model | plain map of P | share | contrastive map P vs Q | share | ratio |", "|---|---|---|---|---|---|"]
             for row, values in self.pairs.items():
-                model, plain, contrastive = row.split(" | ")
-                a, b = np.mean(values["plain"]), np.mean(values["contrastive"])
-                n = len(values["plain"])
-                lines.append(f"| {model} | {plain} | {a:.3f} (n={n}) | {contrastive} | {b:.3f} (n={n}) | {b / a if a else float('inf'):.2f} |")
+                lines.append(_pair_row(row.split(" | "), values["plain"], values["contrastive"], both_counts=True))
             for part in CLASS_PARTS:
                 for row, values in self.pairs.items():
                     if values.get(f"plain {part}"):
-                        a, b = np.mean(values[f"plain {part}"]), np.mean(values[f"contrastive {part}"])
-                        lines.append(f"| {row.split(' | ')[0]}, {part} only | {row.split(' | ')[1]} | {a:.3f} (n={len(values[f'plain {part}'])}) | {row.split(' | ')[2]} | {b:.3f} | {b / a if a else float('inf'):.2f} |")
+                        model, plain, contrastive = row.split(" | ")
+                        names = (f"{model}, {part} only", plain, contrastive)
+                        lines.append(_pair_row(names, values[f"plain {part}"], values[f"contrastive {part}"], both_counts=False))
         return "\n".join(lines)
+
+
+def _pair_row(names, plain: list[float], contrastive: list[float], both_counts: bool) -> str:
+    (model, plain_name, contrastive_name), n = names, len(plain)
+    a, b = np.mean(plain), np.mean(contrastive)
+    second = f"{b:.3f} (n={n})" if both_counts else f"{b:.3f}"
+    ratio = b / a if a else float("inf")
+    return f"| {model} | {plain_name} | {a:.3f} (n={n}) | {contrastive_name} | {second} | {ratio:.2f} |"
 
 
 def _predictor(spec: ModelSpec):
@@ -98,10 +104,22 @@ def _maps(explainer: Explainer, images: torch.Tensor, requests: list[ExplainRequ
 
 def _faithfulness(report: Report, row: str, predict, image: torch.Tensor, heatmap: np.ndarray, target: int, steps: int) -> None:
     report.rows[row]["deletion AUC ↓"].append(metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
-    report.rows[row]["insertion AUC ↑"].append(metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
+    report.rows[row]["insertion AUC ↑"].append(
+        metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
+    )
     drop, increase = metrics.confidence_change(predict, image, heatmap, target)
     report.rows[row]["Avg Drop % ↓"].append(drop)
     report.rows[row]["Incr Conf % ↑"].append(increase)
+
+
+@dataclass
+class _Flowers:
+    """The generated images every flower model is measured on."""
+
+    flowers: list
+    images: torch.Tensor
+    grids: list
+    grid_images: torch.Tensor
 
 
 def run(
@@ -117,65 +135,80 @@ def run(
     """``steps``: pixel chunks of the deletion and insertion curves."""
     report = Report()
     flowers = generate(n_images, seed, labels=balanced_labels(n_images))
-    images = torch.stack([_to_tensor(f.image) for f in flowers])
-    labels = [f.label for f in flowers]
     grids = [make_grid(seed + 1, g) for g in range(n_grids)]
-    grid_images = torch.stack([_to_tensor(g.image) for g in grids])
+    data = _Flowers(
+        flowers, torch.stack([_to_tensor(f.image) for f in flowers]), grids, torch.stack([_to_tensor(g.image) for g in grids])
+    )
     figure_maps: dict[str, list[np.ndarray]] = {}
-
     total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (3 if photos else 0)
     bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
     for name in models:
-        spec = load_model(name)
-        explainer = Explainer(spec)
-        predict = _predictor(spec)
-        accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(images), labels)]))
-        report.rows[f"{name} (accuracy {accuracy:.1%} on these images)"]  # a header row
-        plain_maps: dict[str, list] = {}
-        for method in PLAIN[name]:
-            row = f"{name} / {method}"
-            explanations = _maps(explainer, images, [ExplainRequest(method, target=y) for y in labels])
-            plain_maps[method] = explanations
-            for f, image, e in zip(flowers, images, explanations):
-                report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
-                report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
-                _faithfulness(report, row, predict, image, e.heatmap, f.label, steps)
-            cells = [(g, c) for g in range(n_grids) for c in range(4)]
-            grid_maps = _maps(explainer, grid_images[[g for g, _ in cells]], [ExplainRequest(method, target=grids[g].labels[c]) for g, c in cells])
-            for (g, c), e in zip(cells, grid_maps):
-                saliency = e.contributions if e.contributions is not None else e.heatmap
-                report.rows[row]["grid PG"].append(metrics.grid_pointing_game(saliency, c))
-            figure_maps[row] = [e.heatmap for e in explanations[:3]]
-            if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
-                figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
-            bar.update()
-        for plain, contrastive in CONTRASTIVE[name]:
-            key = f"{name} | {plain} of P | {contrastive} P vs Q"
-            rows_, requests, masks, parts = [], [], [], []
-            for k, f in enumerate(flowers):
-                for q in one_part_contrasts(f.label):
-                    rows_.append(k)
-                    requests.append(ExplainRequest(contrastive, target=f.label, contrast=q))
-                    masks.append(f.contrast_mask(q))
-                    parts.append(differing_part(f.label, q))
-            explanations = _maps(explainer, images[rows_], requests)
-            for k, e, mask, part in zip(rows_, explanations, masks, parts):
-                a = metrics.energy_pointing_game(plain_maps[plain][k].heatmap, mask)
-                b = metrics.energy_pointing_game(e.heatmap, mask)
-                report.pairs[key]["plain"].append(a)
-                report.pairs[key]["contrastive"].append(b)
-                report.pairs[key][f"plain {part}"].append(a)
-                report.pairs[key][f"contrastive {part}"].append(b)
-            # the figure's contrastive column: each of the first three images against its petals contrast
-            figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(3)]
-            bar.update()
-
+        _flower_model(report, name, data, figure_maps, bar, steps)
     if photos:
         _photos(report, bar, steps)
     bar.close()
     if figure is not None:
         _figure(figure, flowers[:3], figure_maps)
     return report
+
+
+def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, bar, steps: int) -> None:
+    spec = load_model(name)
+    explainer = Explainer(spec)
+    predict = _predictor(spec)
+    labels = [f.label for f in data.flowers]
+    accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(data.images), labels)]))
+    report.rows[f"{name} (accuracy {accuracy:.1%} on these images)"]  # a header row
+    plain_maps: dict[str, list] = {}
+    for method in PLAIN[name]:
+        plain_maps[method] = _plain(report, name, method, (explainer, predict), data, figure_maps, steps)
+        bar.update()
+    for plain, contrastive in CONTRASTIVE[name]:
+        key = f"{name} | {plain} of P | {contrastive} P vs Q"
+        explanations = _contrasts(report, key, contrastive, explainer, data, plain_maps[plain])
+        # the figure's contrastive column: each of the first three images against its petals contrast
+        figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(3)]
+        bar.update()
+
+
+def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, figure_maps: dict, steps: int) -> list:
+    """ "Why P?" maps of the true class: localisation, faithfulness and the grid pointing game."""
+    (explainer, predict), row = run, f"{name} / {method}"
+    explanations = _maps(explainer, data.images, [ExplainRequest(method, target=f.label) for f in data.flowers])
+    for f, image, e in zip(data.flowers, data.images, explanations):
+        report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
+        report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
+        _faithfulness(report, row, predict, image, e.heatmap, f.label, steps)
+    cells = [(g, c) for g in range(len(data.grids)) for c in range(4)]
+    grid_requests = [ExplainRequest(method, target=data.grids[g].labels[c]) for g, c in cells]
+    grid_maps = _maps(explainer, data.grid_images[[g for g, _ in cells]], grid_requests)
+    for (g, c), e in zip(cells, grid_maps):
+        saliency = e.contributions if e.contributions is not None else e.heatmap
+        report.rows[row]["grid PG"].append(metrics.grid_pointing_game(saliency, c))
+    figure_maps[row] = [e.heatmap for e in explanations[:3]]
+    if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
+        figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
+    return explanations
+
+
+def _contrasts(report: Report, key: str, contrastive: str, explainer: Explainer, data: _Flowers, plain_maps: list) -> list:
+    """Each one-part contrast Q of each image: the share of energy on the differing part."""
+    rows_, requests, masks, parts = [], [], [], []
+    for k, f in enumerate(data.flowers):
+        for q in one_part_contrasts(f.label):
+            rows_.append(k)
+            requests.append(ExplainRequest(contrastive, target=f.label, contrast=q))
+            masks.append(f.contrast_mask(q))
+            parts.append(differing_part(f.label, q))
+    explanations = _maps(explainer, data.images[rows_], requests)
+    for k, e, mask, part in zip(rows_, explanations, masks, parts):
+        a = metrics.energy_pointing_game(plain_maps[k].heatmap, mask)
+        b = metrics.energy_pointing_game(e.heatmap, mask)
+        report.pairs[key]["plain"].append(a)
+        report.pairs[key]["contrastive"].append(b)
+        report.pairs[key][f"plain {part}"].append(a)
+        report.pairs[key][f"contrastive {part}"].append(b)
+    return explanations
 
 
 def _photos(report: Report, bar, steps: int) -> None:

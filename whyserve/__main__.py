@@ -1,0 +1,7 @@
+"""``python -m whyserve``: the ``whyserve`` command line."""
+
+import sys
+
+from whyserve.cli import main
+
+sys.exit(main())

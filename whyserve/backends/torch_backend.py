@@ -1,0 +1,58 @@
+"""The PyTorch backend: every method; gradients only from the target layer up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_layer
+from whyserve.methods.base import Method
+from whyserve.models import ModelSpec
+
+
+class TorchBackend:
+    """Runs ``spec.module``; ``layer`` None: the spec's target layer or the last spatial one.
+
+    The model is left as found: train/eval flags, hooks, requires_grad and the caller's grad
+    mode (inference mode included) are the same afterwards.
+    """
+
+    def __init__(self, spec: ModelSpec, layer: str | None = None) -> None:
+        self.model = spec.module
+        self.layer_name = layer or spec.target_layer or find_target_layer(self.model, spec.input_size)
+        self.layer = get_layer(self.model, self.layer_name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def name(self) -> str:
+        return f"torch:{self.device.type}"
+
+    def supports(self, method: Method) -> bool:
+        return True
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        # Out of inference mode (TorchServe's) so a graph can be built; no graph by default.
+        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+            yield
+
+    def forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        capture = LayerCapture(self.layer, self.layer_name, graph=graph)
+        try:
+            output = self.model(images.clone() if images.is_inference() else images)
+        finally:
+            capture.remove()
+        assert capture.activations is not None, "the target layer did not run"
+        return output, capture.activations
+
+    def masked_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)  # no capture hook: it is removed after the shared forward
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.model), torch.inference_mode():
+            return self.model(images.to(self.device))

@@ -1,0 +1,64 @@
+"""The method registry: every explanation method is one ``Method`` subclass, registered by name.
+
+``METHODS``, the CLI's choices, the protocol's option table and the per-model method lists
+are all read from here, so a new method is one file with ``@register`` on its class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from whyserve.errors import InvalidOption
+from whyserve.methods.base import Method
+
+REGISTRY: dict[str, Method] = {}
+# The listing order of the first methods; any other module under whyserve/methods/ is imported
+# after them (so a new method is its one file), except these helpers.
+BUILTIN = ("gradcam", "contrastive", "scorecam", "bcos")
+_HELPERS = frozenset({"base", "gradient", "registry"})
+_loaded = False
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` (one instance of it) servable under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_method(name: str) -> Method:
+    _import_builtin()
+    if name not in REGISTRY:
+        raise InvalidOption("method", f"unknown method {name!r}", list(REGISTRY))
+    return REGISTRY[name]
+
+
+def requirement_of(name: object) -> str:
+    """"; <what a model needs for method name>" for a registered method that says so, else ""."""
+    _import_builtin()
+    method = REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
+    return f"; {method.requirement()}" if method is not None and method.requirement() else ""
+
+
+def method_names() -> tuple[str, ...]:
+    _import_builtin()
+    return tuple(REGISTRY)
+
+
+def all_methods() -> tuple[Method, ...]:
+    _import_builtin()
+    return tuple(REGISTRY.values())
+
+
+def _import_builtin() -> None:
+    # Imported lazily, once: the method modules import this one.
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    found = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])} - _HELPERS - set(BUILTIN)
+    for module in (*BUILTIN, *sorted(found)):
+        importlib.import_module(f"whyserve.methods.{module}")
