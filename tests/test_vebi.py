@@ -76,3 +76,28 @@ def test_explanation_lists_positive_sorted_features_and_maps_the_flower(model, m
         assert all((feature.layer, feature.channel) in relevant for feature in features)
         # the map's energy lies on the flower well above the flower's share of the image
         assert heatmap[f.flower_mask].sum() / heatmap.sum() > 1.5 * f.flower_mask.mean()
+
+
+def test_vebi_through_the_engine_equals_the_method_and_shares_a_batch_with_gradcam():
+    from whyserve.engine import Explainer, ExplainRequest
+
+    spec = load_model("flowers_part")
+    flowers = [make_single_part_flower(4244, i, label=i) for i in range(3)]
+    images = torch.stack([spec.normalize(spec.view(Image.fromarray(f.image))) for f in flowers])
+    requests = [ExplainRequest("vebi", target=0), ExplainRequest("gradcam", target=1), ExplainRequest("vebi", target=2, features=2)]
+    result = Explainer(spec).explain(images, requests)
+    direct = vebi.explain(spec.module, Relevance.load(relevance_path("flowers_part")), images[[0, 2]], [0, 2])
+    for row, (heatmap, features) in zip((0, 2), direct):
+        explanation = result.explanations[row]
+        np.testing.assert_allclose(explanation.heatmap, heatmap, atol=1e-6)
+        k = 3 if row == 0 else 2
+        assert explanation.features == [f.to_json() for f in features[:k]]
+    assert result.explanations[1].method == "gradcam" and result.explanations[1].features is None
+
+
+def test_vebi_on_a_model_without_relevance_file_names_the_models_with_one():
+    from whyserve.engine import Explainer, ExplainRequest
+    from whyserve.errors import InvalidOption
+
+    with pytest.raises(InvalidOption, match="models with one: flowers_cnn, flowers_part"):
+        Explainer(load_model("flowers_bcos")).resolve(ExplainRequest("vebi"))
