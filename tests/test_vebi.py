@@ -84,7 +84,11 @@ def test_vebi_through_the_engine_equals_the_method_and_shares_a_batch_with_gradc
     spec = load_model("flowers_part")
     flowers = [make_single_part_flower(4244, i, label=i) for i in range(3)]
     images = torch.stack([spec.normalize(spec.view(Image.fromarray(f.image))) for f in flowers])
-    requests = [ExplainRequest("vebi", target=0), ExplainRequest("gradcam", target=1), ExplainRequest("vebi", target=2, features=2)]
+    requests = [
+        ExplainRequest("vebi", target=0),
+        ExplainRequest("gradcam", target=1),
+        ExplainRequest("vebi", target=2, features=2),
+    ]
     result = Explainer(spec).explain(images, requests)
     direct = vebi.explain(spec.module, Relevance.load(relevance_path("flowers_part")), images[[0, 2]], [0, 2])
     for row, (heatmap, features) in zip((0, 2), direct):

@@ -29,7 +29,9 @@ def test_solver_recovers_planted_sparse_weights_from_fewer_samples_than_features
     w_true = torch.zeros(d, 2, dtype=torch.float64)
     for c in range(2):
         idx = torch.randperm(d, generator=g)[:k]
-        w_true[idx, c] = torch.randn(k, generator=g, dtype=torch.float64).sign() * (1 + torch.rand(k, generator=g, dtype=torch.float64))
+        w_true[idx, c] = torch.randn(k, generator=g, dtype=torch.float64).sign() * (
+            1 + torch.rand(k, generator=g, dtype=torch.float64)
+        )
     x = torch.randn(d, n, generator=g, dtype=torch.float64)  # underdetermined: least squares alone cannot recover it
     y = x.T @ w_true
     mu = float(w_true.abs().sum(0).max())

@@ -91,7 +91,9 @@ class Explainer:
         method = self.methods.get(request.method)
         if method is None:
             why = requirement_of(request.method)
-            raise InvalidOption("method", f"{request.method!r} is not supported by model {self.spec.name!r}{why}", tuple(self.methods))
+            raise InvalidOption(
+                "method", f"{request.method!r} is not supported by model {self.spec.name!r}{why}", tuple(self.methods)
+            )
         target = None if request.target is None else self._class(request.target, "target")
         resolved = ResolvedRequest(
             method, target, self._contrast(method, request.contrast), method.parse_options(request.options)

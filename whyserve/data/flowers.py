@@ -116,7 +116,9 @@ def _background(rng: np.random.Generator, classes: int, label: int | None, size:
     return label, image
 
 
-def _finish(rng: np.random.Generator, image: Image.Image, colours: dict, label: int, evidence: tuple[str, ...], size: int) -> Flower:
+def _finish(
+    rng: np.random.Generator, image: Image.Image, colours: dict, label: int, evidence: tuple[str, ...], size: int
+) -> Flower:
     """Draw the flower's parts in ``colours`` on ``image`` (its background), add the noise."""
     s = size / SIZE
     labels = Image.new("L", (size, size), 0)

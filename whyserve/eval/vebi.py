@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from whyserve.data.flowers import balanced_labels, generate, generate_single_part
-from whyserve.engine import ExplainRequest, Explainer
+from whyserve.engine import Explainer, ExplainRequest
 from whyserve.eval import metrics
 from whyserve.layers import get_layer
 from whyserve.methods import vebi
@@ -74,7 +74,11 @@ class VebiReport:
             lines.append("")
         lines += ["| model | mean Jaccard overlap of two classes' relevant sets | max |", "|---|---|---|"]
         lines += [f"| {m} | {a:.3f} | {b:.3f} |" for m, (a, b) in self.specificity.items()]
-        lines += ["", "| model | class accuracy | relevant channels zeroed | as many random channels zeroed | channels |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | class accuracy | relevant channels zeroed | as many random channels zeroed | channels |",
+            "|---|---|---|---|---|",
+        ]
         for model, rows in self.ablation.items():
             base, rel, rand, k = (np.mean([r[i] for r in rows]) for i in range(4))
             lines.append(f"| {model} (mean of {len(rows)} classes) | {base:.1%} | {rel:.1%} | {rand:.1%} | {k:.1f} |")
@@ -102,7 +106,9 @@ def captum_maps(spec: ModelSpec, images: torch.Tensor, targets: list[int], kind:
     return _minmax(saliency(attributions.detach()))
 
 
-def upsampled_activation_maps(spec: ModelSpec, relevance: Relevance, image: torch.Tensor, features: list[vebi.Feature]) -> np.ndarray:
+def upsampled_activation_maps(
+    spec: ModelSpec, relevance: Relevance, image: torch.Tensor, features: list[vebi.Feature]
+) -> np.ndarray:
     """The same features' activation maps, bilinearly upsampled, min-max, pixel-wise max."""
     if not features:
         return np.zeros(image.shape[-2:], dtype=np.float32)
@@ -111,7 +117,10 @@ def upsampled_activation_maps(spec: ModelSpec, relevance: Relevance, image: torc
     with torch.no_grad(), capture(spec.module, relevance.index.layers) as kept:
         spec.module(image[None])
         size = tuple(image.shape[-2:])
-        up = [F.interpolate(kept[f.layer][:1, f.channel : f.channel + 1], size=size, mode="bilinear", align_corners=False)[0, 0] for f in features]
+        up = [
+            F.interpolate(kept[f.layer][:1, f.channel : f.channel + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
+            for f in features
+        ]
     return _minmax(torch.stack(up)).max(0)
 
 
@@ -196,7 +205,13 @@ def run(n_images: int = 48, n_ablation: int = 240, seed: int = 100, progress: bo
             _score(report, model, method, flowers, _engine_maps(spec, images, targets, method))
             bar.update()
         if model in BCOS_FOR:
-            _score(report, model, f"bcos ({BCOS_FOR[model]})", flowers, _engine_maps(load_model(BCOS_FOR[model]), images, targets, "bcos"))
+            _score(
+                report,
+                model,
+                f"bcos ({BCOS_FOR[model]})",
+                flowers,
+                _engine_maps(load_model(BCOS_FOR[model]), images, targets, "bcos"),
+            )
         bar.update()
         jaccard = overlap(relevance)
         off = jaccard[~np.eye(len(jaccard), dtype=bool)]

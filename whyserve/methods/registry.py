@@ -37,7 +37,7 @@ def get_method(name: str) -> Method:
 
 
 def requirement_of(name: object) -> str:
-    """"; <what a model needs for method name>" for a registered method that says so, else ""."""
+    """ "; <what a model needs for method name>" for a registered method that says so, else ""."""
     _import_builtin()
     method = REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
     return f"; {method.requirement()}" if method is not None and method.requirement() else ""

@@ -39,7 +39,9 @@ def add_parser(commands) -> None:
     evaluate = commands.add_parser("eval-vebi", help="VEBI vs Grad-CAM, guided backprop, ... on both flowers variants")
     evaluate.add_argument("--images", type=int, default=48, help="generated flowers per variant for the maps (default: 48)")
     evaluate.add_argument("--ablation-images", type=int, default=240, help="flowers per variant for the ablation (default: 240)")
-    evaluate.add_argument("--seed", type=int, default=100, help="generator seed (default: 100; fitting used 11, training 1 and 2)")
+    evaluate.add_argument(
+        "--seed", type=int, default=100, help="generator seed (default: 100; fitting used 11, training 1 and 2)"
+    )
     evaluate.set_defaults(run=_evaluate)
 
 
@@ -65,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     path = relevance.save(args.out or relevance_path(args.model))
     jaccard = overlap(relevance)
     off = jaccard[~torch.eye(len(jaccard), dtype=torch.bool).numpy()]
-    print(f"{args.model}: {args.images} flowers of seed {args.seed}, mu {mu:g}, {relevance.index.size} features "
-          f"over {', '.join(relevance.index.layers)}; {time.perf_counter() - start:.0f} s")
+    print(
+        f"{args.model}: {args.images} flowers of seed {args.seed}, mu {mu:g}, {relevance.index.size} features "
+        f"over {', '.join(relevance.index.layers)}; {time.perf_counter() - start:.0f} s"
+    )
     print(summary(relevance, spec.class_names))
     print(f"class-specificity: mean Jaccard overlap of two classes' relevant sets {off.mean():.3f} (max {off.max():.3f})")
     print(f"argmax of X^T W on the fitting images: {relevance.meta['train_accuracy_of_fit']:.1%}")

@@ -89,7 +89,9 @@ def responses(activations: dict[str, torch.Tensor], layers: tuple[str, ...]) -> 
     return torch.cat(parts, dim=1)
 
 
-def describe(model: nn.Module, layers: tuple[str, ...], images: torch.Tensor, chunk: int = 64) -> tuple[torch.Tensor, FeatureIndex]:
+def describe(
+    model: nn.Module, layers: tuple[str, ...], images: torch.Tensor, chunk: int = 64
+) -> tuple[torch.Tensor, FeatureIndex]:
     """x of every image (N, D) and the index of its entries; no graph, model left as found."""
     rows = []
     channels: tuple[int, ...] = ()

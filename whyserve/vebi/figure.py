@@ -27,7 +27,9 @@ def _crop(image: np.ndarray, centre: tuple[int, int]) -> np.ndarray:
     return image[top : top + CROP, left : left + CROP]
 
 
-def feature_panels(model: torch.nn.Module, images: torch.Tensor, layer: str, channel: int, top: int) -> tuple[list[np.ndarray], np.ndarray]:
+def feature_panels(
+    model: torch.nn.Module, images: torch.Tensor, layer: str, channel: int, top: int
+) -> tuple[list[np.ndarray], np.ndarray]:
     """The ``top`` crops where (layer, channel) fires most, and its average visualisation."""
     with torch.no_grad(), capture(model, (layer,)) as kept:
         model(images)
@@ -46,7 +48,9 @@ def feature_panels(model: torch.nn.Module, images: torch.Tensor, layer: str, cha
     return crops, np.mean(signals, axis=0)
 
 
-def write(path: Path, model: torch.nn.Module, relevance: Relevance, images: torch.Tensor, class_names, per_class: int = 3, top: int = 4) -> Path:
+def write(
+    path: Path, model: torch.nn.Module, relevance: Relevance, images: torch.Tensor, class_names, per_class: int = 3, top: int = 4
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

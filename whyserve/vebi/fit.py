@@ -92,7 +92,11 @@ def fit(
     targets = torch.nn.functional.one_hot(labels, classes).double()
     weights = l1_ball_least_squares(x.T.double(), targets, mu, iterations).T.contiguous()
     fitted = (x.double() @ weights.T).argmax(1)
-    meta = {"images": len(images), "iterations": iterations, "train_accuracy_of_fit": round(float((fitted == labels).double().mean()), 4)}
+    meta = {
+        "images": len(images),
+        "iterations": iterations,
+        "train_accuracy_of_fit": round(float((fitted == labels).double().mean()), 4),
+    }
     weights[weights.abs() <= ZERO * mu] = 0.0
     return Relevance(spec.name, index, weights, float(mu), meta)
 

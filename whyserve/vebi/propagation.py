@@ -84,7 +84,9 @@ def guided_rules(model: nn.Module, strided_fix: bool = True) -> Iterator[None]:
         if isinstance(module, nn.ReLU):
             handles.append(module.register_forward_hook(lambda _m, inputs, _o: _GuidedReLU.apply(inputs[0])))
         elif strided_fix and (op := _stride_one(module)) is not None:
-            handles.append(module.register_forward_hook(lambda _m, inputs, out, op=op: _StrideOne.apply(inputs[0], out.detach(), op)))
+            handles.append(
+                module.register_forward_hook(lambda _m, inputs, out, op=op: _StrideOne.apply(inputs[0], out.detach(), op))
+            )
     try:
         yield
     finally:

@@ -27,7 +27,9 @@ def project_l1_ball(v: torch.Tensor, mu: float) -> torch.Tensor:
     return torch.where(inside[None], v, projected)
 
 
-def l1_ball_least_squares(x: torch.Tensor, y: torch.Tensor, mu: float, iterations: int = 3000, tol: float = 1e-10) -> torch.Tensor:
+def l1_ball_least_squares(
+    x: torch.Tensor, y: torch.Tensor, mu: float, iterations: int = 3000, tol: float = 1e-10
+) -> torch.Tensor:
     """W (d, k) minimising ||X^T W - Y||_F^2 with ||W[:, c]||_1 <= mu for every column.
 
     ``x`` (d, n): one column per sample; ``y`` (n, k). Stops early when an iteration moves
