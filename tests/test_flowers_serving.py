@@ -106,8 +106,10 @@ def test_vebi_is_the_part_archives_default_and_lists_its_features(server):
     assert {(x["layer"], x["channel"]) for x in features} <= relevant
     h = heatmap(reply.json())
     assert h.shape == (96, 96) and h.max() == 255
-    # the relevance file the worker read came inside the archive
-    assert list(server.workdir.glob("tmp/**/flowers_part.vebi.json"))
+    # the relevance file the worker read is the archive's copy, not the installed package's
+    log = (server.workdir / "logs" / "model_log.log").read_text()
+    used = [line.rsplit(" ", 1)[-1] for line in log.splitlines() if "VEBI relevance file" in line and "flowers_part" in line]
+    assert used and all(path != str(relevance_path("flowers_part")) for path in used)
 
 
 def test_vebi_on_the_cnn_archive_takes_a_feature_count(server, flower):

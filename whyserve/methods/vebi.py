@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from whyserve.errors import InvalidOption
+from whyserve.errors import bounded_int
 from whyserve.layers import eval_mode
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
 from whyserve.methods.registry import register
@@ -123,17 +123,7 @@ class Vebi(Method):
 
     def parse_options(self, raw: Mapping[str, object]) -> int:
         super().parse_options(raw)
-        value = raw.get("features", DEFAULT_FEATURES)
-        valid = [f"an integer from 1 to {MAX_FEATURES}"]
-        try:
-            if isinstance(value, (bool, float)):
-                raise ValueError
-            number = int(value)
-        except (TypeError, ValueError):
-            raise InvalidOption("features", f"{value!r} is not an integer", valid) from None
-        if not 1 <= number <= MAX_FEATURES:
-            raise InvalidOption("features", f"{number} is out of range", valid)
-        return number
+        return bounded_int("features", raw.get("features", DEFAULT_FEATURES), MAX_FEATURES)
 
     def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
         return 1.0 + 2.0 * (request.options or DEFAULT_FEATURES)  # its own forward; one forward+backward per feature

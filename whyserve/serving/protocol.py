@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from whyserve.engine import ExplainRequest
+from whyserve.errors import InvalidOption, bounded_int
 from whyserve.methods import all_methods, get_method
 from whyserve.methods.registry import requirement_of
 from whyserve.render import encode, heatmap_image, overlay
@@ -234,16 +235,10 @@ def _check_applies(method: str, contrast: object, own: Mapping[str, object]) -> 
 
 
 def _topk(topk: object) -> int:
-    valid = [f"an integer from 1 to {MAX_TOPK}"]
     try:
-        if isinstance(topk, (bool, float)):
-            raise ValueError
-        number = int(topk)
-    except (TypeError, ValueError):
-        raise ServingError(400, f"topk: {topk!r} is not an integer", valid, "bad_option") from None
-    if not 1 <= number <= MAX_TOPK:
-        raise ServingError(400, f"topk: {number} is out of range", valid, "bad_option")
-    return number
+        return bounded_int("topk", topk, MAX_TOPK)
+    except InvalidOption as error:
+        raise ServingError(400, str(error), error.valid, "bad_option") from None
 
 
 def _outputs(value: object) -> tuple[str, ...]:

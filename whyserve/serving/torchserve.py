@@ -67,6 +67,8 @@ class TorchServeHandler:
             self.service.methods,
             self.service.config.default_method,
         )
+        if self.service.spec.vebi_relevance is not None:
+            logger.info("whyserve: VEBI relevance file %s", self.service.spec.vebi_relevance)
         self.initialized = True
 
     def handle(self, data, context) -> list[str]:
