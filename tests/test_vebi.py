@@ -105,3 +105,30 @@ def test_vebi_on_a_model_without_relevance_file_names_the_models_with_one():
 
     with pytest.raises(InvalidOption, match="models with one: flowers_cnn, flowers_part"):
         Explainer(load_model("flowers_bcos")).resolve(ExplainRequest("vebi"))
+
+
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference_mode"])
+def test_vebi_leaves_the_model_as_found(mode):
+    from test_model_state import _state
+
+    from whyserve.engine import Explainer, ExplainRequest
+
+    spec = load_model("flowers_part")
+    model = spec.module
+    model.train()  # a caller that left the model training
+    model.blocks[0][0].weight.requires_grad_(False)
+    user_hook = model.blocks[1].register_forward_hook(lambda *args: None)
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    context = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}[mode]
+    try:
+        with context():
+            before = _state(model)
+            result = Explainer(spec).explain(images, [ExplainRequest("vebi", 0), ExplainRequest("vebi")])
+            after = _state(model)
+        assert after == before
+        model.eval()  # explained in eval mode although left training: the same map as in eval
+        again = Explainer(spec).explain(images, [ExplainRequest("vebi", 0), ExplainRequest("vebi")])
+        np.testing.assert_allclose(result.explanations[0].heatmap, again.explanations[0].heatmap, atol=1e-6)
+    finally:
+        user_hook.remove()
+        model.blocks[0][0].weight.requires_grad_(True)
