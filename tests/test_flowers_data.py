@@ -90,3 +90,26 @@ def test_grid_has_four_distinct_classes_in_its_cells():
     cell = make_flower(0, 4 * 3 + 1, grid.labels[1])
     assert np.array_equal(grid.image[:96, 96:], cell.image)
     assert grid.cell_mask(3).sum() == 96 * 96 and grid.cell_mask(3)[150, 150]
+
+
+def test_single_part_flowers_have_exactly_one_class_coloured_part():
+    from whyserve.data.flowers import (
+        CLASS_PARTS,
+        COLOURS,
+        JITTER,
+        NEUTRAL,
+        SINGLE_CLASSES,
+        generate_single_part,
+        make_single_part_flower,
+    )
+
+    flowers = generate_single_part(24, seed=31)
+    assert {f.label for f in flowers} == set(range(6))
+    for f in flowers:
+        part, k = SINGLE_CLASSES[f.label]
+        assert f.evidence_parts == (part,) and np.array_equal(f.evidence_mask, f.masks[part])
+        assert np.abs(np.subtract(f.colours[part], COLOURS[part][k][1])).max() <= JITTER
+        for other in set(CLASS_PARTS) - {part}:  # every other class part is neutral
+            assert min(np.abs(np.subtract(f.colours[other], c)).max() for _, c in NEUTRAL) <= JITTER
+    again = make_single_part_flower(31, 5)
+    assert np.array_equal(again.image, flowers[5].image) and again.label == flowers[5].label
