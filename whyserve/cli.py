@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
+from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
 from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
@@ -22,7 +23,7 @@ from whyserve.vebi import command as vebi_command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_explain, _add_client, _add_export, _add_eval, vebi_command.add_parser):
+    for add in (_add_explain, _add_client, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck, vebi_command.add_parser):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -91,6 +92,47 @@ def _add_eval(commands) -> None:
     evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
     evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
     evaluate.set_defaults(run=_eval)
+
+
+def _add_healthcheck(commands) -> None:
+    health = commands.add_parser("healthcheck", help="exit 0 only when every model has a READY worker (an exec probe)")
+    add_health_arguments(health)
+    health.set_defaults(run=_healthcheck)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    from whyserve import health
+
+    return health.main(args.management, args.key_file, args.models, args.timeout)
+
+
+def _add_serve_kserve(commands) -> None:
+    kserve = commands.add_parser("serve-kserve", help="serve a model with KServe's model server (v1, v2, raw), no TorchServe")
+    kserve.add_argument("--model", help="model name (default: the config's handler.model)")
+    kserve.add_argument("--config", type=Path, help="a model-config.yaml (archives/<model>/): its handler section and batching")
+    kserve.add_argument("--http-port", type=int, default=8080)
+    kserve.add_argument("--grpc-port", type=int, help="also serve KServe's gRPC v2 on this port (default: off)")
+    kserve.add_argument("--batch-size", type=int, help="most requests per batch (default: the config's batchSize, else 8)")
+    kserve.add_argument("--max-batch-delay", type=float, help="ms to wait for a batch to fill (default: the config's, else 10)")
+    kserve.set_defaults(run=_serve_kserve)
+
+
+def _serve_kserve(args: argparse.Namespace) -> int:
+    import yaml
+
+    from whyserve.serving.kserve import serve
+    from whyserve.serving.service import ServingConfig
+
+    settings = yaml.safe_load(args.config.read_text()) if args.config else {}
+    handler = dict(settings.get("handler") or {})
+    handler["model"] = args.model or handler.get("model")
+    if not handler["model"]:
+        print("whyserve serve-kserve: give --model or a --config with handler.model", file=sys.stderr)
+        return 2
+    batch_size = args.batch_size or settings.get("batchSize", 8)
+    delay = args.max_batch_delay if args.max_batch_delay is not None else settings.get("maxBatchDelay", 10)
+    serve(handler["model"], ServingConfig.from_dict(handler), args.http_port, args.grpc_port, batch_size, delay)
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
