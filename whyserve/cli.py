@@ -18,12 +18,14 @@ from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
+from whyserve.vebi import command as vebi_command
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck):
+    adders = (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck)
+    for add in (*adders, vebi_command.add_parser):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -50,6 +52,7 @@ def _add_explain(commands) -> None:
     explain.add_argument("--layer", help="target layer (module name; default: the last spatial feature layer)")
     explain.add_argument("--channels", type=_channels, help="Score-CAM: 'all' (exact, default) or the N most varying")
     _add_fgvis_options(explain)
+    explain.add_argument("--features", type=int, help="VEBI: how many relevant features to show (default: 3)")
     explain.add_argument("--topk", type=int, default=5)
     explain.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     explain.set_defaults(run=_explain)
@@ -149,6 +152,8 @@ def _explain(args: argparse.Namespace) -> int:
     options = {"weighting": args.weighting, "channels": args.channels} if args.method == "scorecam" else {}
     if args.method == "fgvis":
         options = {name: getattr(args, name.replace("lambda", "lam")) for name in FGVIS_OPTIONS}
+    if args.method == "vebi" and args.features is not None:
+        options = {"features": args.features}
     request = explainer.resolve(ExplainRequest(args.method, args.target, args.contrast, **options))
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -169,7 +174,8 @@ def _explain(args: argparse.Namespace) -> int:
         if explanation.image is not None:  # FGVis: the explanation image e, a valid model input
             Image.fromarray(explanation.image).save(f"{stem}_explanation.png")
         Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(overlay(view, explanation.heatmap), what)))
-        tqdm.write(_report(name, result.topk(0, args.topk, names), f"{what}: {stem}_overlay.png, {stem}_heatmap.png"))
+        shown = f"{what}: {stem}_overlay.png, {stem}_heatmap.png" + _features(explanation.features)
+        tqdm.write(_report(name, result.topk(0, args.topk, names), shown))
     return 1 if failures else 0
 
 
@@ -275,6 +281,12 @@ def _add_fgvis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda", dest="lam", type=float, help="FGVis: weight of the L1 term (default per game)")
     parser.add_argument("--defense", choices=("on", "off"), help="FGVis: the gradient-filter defense (default on)")
     parser.add_argument("--reference", choices=REFERENCES, help="FGVis: what a deleted pixel becomes (default black)")
+
+
+def _features(features: list[dict] | None) -> str:
+    """VEBI's features shown, one line each (nothing for other methods)."""
+    rows = [f"\n    feature {f['layer']}:{f['channel']}  relevance {f['relevance']:.4f}" for f in features or []]
+    return "".join(rows)
 
 
 def _channels(value: str) -> int | None:

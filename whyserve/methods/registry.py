@@ -36,6 +36,13 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]
 
 
+def requirement_of(name: object) -> str:
+    """ "; <what a model needs for method name>" for a registered method that says so, else ""."""
+    _import_builtin()
+    method = REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
+    return f"; {method.requirement()}" if method is not None and method.requirement() else ""
+
+
 def method_names() -> tuple[str, ...]:
     _import_builtin()
     return tuple(REGISTRY)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from whyserve.engine import ExplainRequest
 from whyserve.methods import all_methods, get_method
+from whyserve.methods.registry import requirement_of
 from whyserve.render import encode, heatmap_image, overlay
 from whyserve.serving.bodies import check_multipart_complete, decode_base64, load_json_object, parse_int, require_object
 from whyserve.serving.errors import ServingError, error_body
@@ -196,7 +197,8 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
 def _method(method: object, methods: tuple[str, ...]) -> str:
     valid = (*methods, NO_EXPLANATION)
     if not isinstance(method, str) or method.strip().lower() not in valid:
-        raise ServingError(400, f"method {method!r} is not supported by this model", valid, "bad_option")
+        why = requirement_of(method)
+        raise ServingError(400, f"method {method!r} is not supported by this model{why}", valid, "bad_option")
     return method.strip().lower()
 
 
@@ -273,6 +275,8 @@ def build_response(
             body[output] = value
     if explanation.details:
         body["details"] = dict(explanation.details)
+    if explanation.features is not None:  # VEBI: the features shown, the "interpretation"
+        body["features"] = explanation.features
     body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
     return {"predictions": predictions, "explanation": body}
 
