@@ -31,8 +31,8 @@ def test_specs_and_weights_ship_with_the_package():
     assert (WEIGHTS / "flowers_bcos.pt").stat().st_size < 1_000_000
     cnn, bcos = load_model("flowers_cnn"), load_model("flowers_bcos")
     assert cnn.class_names == bcos.class_names == CLASS_NAMES and len(CLASS_NAMES) == 8
-    assert cnn.methods == ("gradcam", "contrastive", "scorecam", "vebi")  # vebi: it has a relevance file
-    assert bcos.methods == ("gradcam", "contrastive", "scorecam", "bcos")
+    assert cnn.methods == ("gradcam", "contrastive", "scorecam", "fgvis", "vebi")  # vebi: it has a relevance file
+    assert bcos.methods == ("gradcam", "contrastive", "scorecam", "bcos", "fgvis")  # bcos: a B-cos model
     assert cnn.input_size == (96, 96)
 
 
