@@ -60,7 +60,7 @@ def test_targets_and_contrasts_by_label_and_index_agree(effnet_explainer, effnet
         (ExplainRequest("contrastive", contrast=1000), "contrast"),
         (ExplainRequest("gradcam", target=-1), "target"),
         (ExplainRequest("gradcam", contrast=3), "contrast"),
-        (ExplainRequest("fgvis"), "method"),
+        (ExplainRequest("bcos"), "method"),  # a B-cos-only method
     ],
 )
 def test_bad_options_name_what_is_wrong(effnet_explainer, effnet_batch, request_, option):
