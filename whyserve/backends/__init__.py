@@ -1,7 +1,8 @@
 """Backends: what runs the model's forward passes for one ``Explainer``.
 
 ``TorchBackend`` (PyTorch: every method) and ``OrtBackend`` (ONNX Runtime: gradient-free
-methods, and gradient methods with the head above the layer in PyTorch) share the small interface ``Backend``; ``open_backend`` picks one at load.
+methods, and gradient methods with the head above the layer in PyTorch) share the small
+interface ``Backend``; ``open_backend`` picks one at load.
 """
 
 from __future__ import annotations
