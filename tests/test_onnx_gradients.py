@@ -69,3 +69,29 @@ def test_onnx_from_other_weights_is_refused_for_gradients(effnet, onnx_files):
         other.module.fc.weight.mul_(2.0)  # the .onnx has the seeded weights, this head not
     backend = OrtBackend(create_session(onnx_files["resnet18"], threads=2), other)
     assert backend.head is None and "other weights" in backend.head_error
+
+
+def test_target_ranking_is_the_heads_weight_times_mean_activation(effnet, photos):
+    """For a pooled linear head, sum over space of dJ/dA_k * A_k = W[target, k] * mean(A_k)."""
+    from whyserve.methods.scorecam import target_priority
+
+    explainer = Explainer(effnet)
+    x = effnet.preprocess(photos["chelsea"])
+    with explainer.backend.running():
+        activations = explainer.backend.forward(x[None], graph=False)[1][0]
+        priority = target_priority(explainer.backend, x, 417)
+        assert not torch.is_grad_enabled()  # the graph pass leaves grad mode as found
+    expected = effnet.module.net._fc.weight[417].detach() * activations.mean(dim=(1, 2))
+    torch.testing.assert_close(priority, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_fast_scorecam_rankings_are_named_options(effnet_explainer, effnet_batch):
+    x = effnet_batch[:1]
+    maps = {
+        ranking: effnet_explainer.explain(x, [ExplainRequest("scorecam", 417, channels=8, ranking=ranking)]).explanations[0]
+        for ranking in ("target", "spread")
+    }
+    assert np.abs(maps["target"].heatmap - maps["spread"].heatmap).max() > 1e-2  # other channels picked
+    with pytest.raises(InvalidOption, match="ranking") as error:
+        effnet_explainer.resolve(ExplainRequest("scorecam", ranking="random"))
+    assert error.value.valid == ("target", "spread")
