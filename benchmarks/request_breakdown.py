@@ -20,7 +20,8 @@ from whyserve import ExplainRequest
 from whyserve.onnx_runtime import export_onnx
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image
-from whyserve.serving.protocol import ServeOptions, build_response, decode_image
+from whyserve.serving.images import decode_image
+from whyserve.serving.protocol import ServeOptions, build_response
 from whyserve.serving.service import ExplainService, ServingConfig
 
 

@@ -1,0 +1,371 @@
+"""Build whyserve's container images without a registry and ask each for a real prediction +
+explanation from its container (run by tests/test_docker_images.py; CI has no registry either).
+
+    .venv/bin/python scripts/docker_e2e.py            # base, wheels, CPU + GPU builds, CPU container requests
+    .venv/bin/python scripts/docker_e2e.py --no-gpu   # skip the GPU image's build
+
+1. Base image: `debootstrap --variant=minbase bookworm` from the Debian mirror apt uses, plus the
+   host's CA bundle, imported with `podman import` as debian:bookworm-slim (what the Dockerfiles'
+   FROM names; bookworm's python3 is 3.11, as CI's).
+2. $WHYSERVE_DOCKER_CACHE/wheels (default /var/tmp/whyserve-docker/wheels): every wheel the
+   images install, `pip download`ed by the host's pip at requirements/ci.txt's versions (torch
+   2.14.1, PyPI's CUDA build, from this machine's local index; this machine's CPU torch 2.13.0
+   cannot load PyPI's torchvision, whose _C.so needs libtorch_cuda.so). The builds see them at
+   /wheels (podman build -v) and use only them. The torch layer is ~6 GB and podman needs twice
+   that while it commits it: the script refuses to build with less than MIN_FREE_GB free.
+3. `podman build` docker/Dockerfile (whyserve:cpu) and docker/Dockerfile.gpu on the same base
+   (whyserve:gpu-build: the CUDA base image and a GPU are not here; the two share the torch
+   layer). Layers and the base stay in podman's store: a rerun rebuilds only what changed.
+4. Runs whyserve:cpu the way deploy/torchserve/base's Deployment runs it (its args, env, working
+   dir and ConfigMap, read-only root filesystem, emptyDirs as tmpfs, uid 1000), published on
+   127.0.0.1 only, waits until every model's worker is READY and sends real requests.
+
+Podman needs docker/podman/containers.conf here (runc; explicit nofile/nproc limits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+from PIL import Image
+
+from whyserve.photos import photo_path
+from whyserve.serving.launcher import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("WHYSERVE_DOCKER_CACHE", "/var/tmp/whyserve-docker"))
+WHEELS = CACHE / "wheels"  # shared by every checkout on the machine (~3 GB)
+BASE = "debian:bookworm-slim"
+PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+ENV = dict(os.environ, CONTAINERS_CONF=str(ROOT / "docker" / "podman" / "containers.conf"))
+MIN_FREE_GB = 16
+MODELS = sorted(p.parent.name for p in (ROOT / "archives").glob("*/model-config.yaml"))
+
+
+def run(*command: str, **options) -> subprocess.CompletedProcess:
+    print("+", " ".join(command), flush=True)
+    return subprocess.run(command, check=True, env=ENV, **options)
+
+
+def podman(*args: str, **options) -> subprocess.CompletedProcess:
+    return run("podman", *args, **options)
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None]
+    if missing:
+        if os.geteuid() != 0:
+            raise SystemExit(f"needs {missing} (apt-get install {' '.join(missing)})")
+        run("apt-get", "install", "-y", "--no-install-recommends", *missing, stdout=subprocess.DEVNULL)
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt uses (deb822 .sources or sources.list)."""
+    for path in sorted(Path("/etc/apt").glob("sources.list.d/*.sources")) + [Path("/etc/apt/sources.list")]:
+        text = path.read_text() if path.exists() else ""
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+)(\S+/debian)/?\s", text, re.M):
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def make_base() -> None:
+    if subprocess.run(["podman", "image", "exists", BASE], env=ENV).returncode == 0:
+        return
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        run("debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror(), stdout=subprocess.DEVNULL)
+        # HTTPS from inside a build needs the certificates this network uses: the host's bundle.
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc" / "ssl" / "certs" / "ca-certificates.crt")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        podman("import", "-", BASE, stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        tar.wait()
+    # `FROM debian:bookworm-slim` resolves to the local image under either name.
+    podman("tag", BASE, f"docker.io/library/{BASE}")
+
+
+def fill_wheels() -> None:
+    """Every wheel both images install, once per change of the pins."""
+    wanted = hashlib.sha256((ROOT / "requirements" / "ci.txt").read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = WHEELS / ".stamp"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    for old in WHEELS.glob("*.whl"):
+        old.unlink()
+    WHEELS.mkdir(exist_ok=True)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "-d",
+        str(WHEELS),
+        "-c",
+        str(ROOT / "requirements" / "ci.txt"),
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        f"{ROOT}[serve,onnx]",
+        "onnxruntime-gpu==1.31.1",
+        "setuptools",
+    )
+    stamp.write_text(wanted)
+
+
+def build(dockerfile: str, tag: str, *build_args: str) -> float:
+    start = time.monotonic()
+    args = [arg for pair in build_args for arg in ("--build-arg", pair)]
+    free_gb = shutil.disk_usage("/var/lib/containers" if os.path.isdir("/var/lib/containers") else "/").free / 2**30
+    if free_gb < MIN_FREE_GB:
+        raise SystemExit(f"{free_gb:.1f} GB free: building the ~6 GB torch layer needs {MIN_FREE_GB} GB")
+    # the same TORCH_INDEX for both images (ignored with PIP_NO_INDEX=1): their torch layers are one
+    local = [
+        "--volume",
+        f"{WHEELS}:/wheels:ro",
+        "--build-arg",
+        "PIP_NO_INDEX=1",
+        "--build-arg",
+        "TORCH_INDEX=https://pypi.org/simple",
+    ]
+    # --layers: keep intermediate layers, so a rerun rebuilds from the first changed step only
+    podman(
+        "build",
+        "--pull=never",
+        "--layers",
+        "--network=host",
+        "-f",
+        f"docker/{dockerfile}",
+        *local,
+        *args,
+        "-t",
+        tag,
+        ".",
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    # drop what the new build superseded (untagged leaves); the cache of this build stays
+    podman("image", "prune", "--force", stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def gpu_image_facts(image: str) -> dict:
+    """What the GPU image holds: onnxruntime-gpu's providers (CUDA listed; it runs only on a GPU),
+    torch's CUDA build, and the archives."""
+    probe = (
+        "import glob, json, onnxruntime, torch; print(json.dumps({"
+        "'providers': onnxruntime.get_available_providers(), 'torch_cuda': torch.version.cuda, "
+        "'archives': sorted(glob.glob('*.mar', root_dir='/home/model-server/model-store'))}))"
+    )
+    return json.loads(podman("run", "--rm", image, "python", "-c", probe, capture_output=True, text=True).stdout)
+
+
+def rendered(directory: str) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / directory)], check=True, capture_output=True, text=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def pod_of_deployment() -> tuple[dict, dict, dict[str, str]]:
+    """deploy/torchserve/base as kubectl renders it: the container, its pod, the ConfigMap's files."""
+    docs = rendered("torchserve/base")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    user = pod["securityContext"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    return pod["containers"][0], {"volumes": pod["volumes"], "user": user}, config
+
+
+def pod_of_serving_runtime() -> tuple[dict, dict]:
+    """deploy/kserve/torchserve's ServingRuntime: its container and volumes."""
+    runtime = next(d for d in rendered("kserve/torchserve") if d["kind"] == "ServingRuntime")["spec"]
+    container = runtime["containers"][0]
+    return container, {"volumes": runtime["volumes"], "user": container["securityContext"]}
+
+
+def run_flags(container: dict, pod: dict, files: dict[str, str], files_dir: Path) -> list[str]:
+    """podman run flags that give the container what its pod gives it (a ConfigMap volume gets ``files``)."""
+    user = pod["user"]
+    flags = [
+        "--user",
+        f"{user['runAsUser']}:{user.get('runAsGroup', user['runAsUser'])}",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "-w",
+        container["workingDir"],
+        "--memory",
+        container["resources"]["limits"]["memory"].replace("Gi", "g"),
+    ]
+    if container["securityContext"]["readOnlyRootFilesystem"]:
+        flags.append("--read-only")
+    # KServe renders {{.Labels.serviceEnvelope}} from the InferenceService's labels: none here
+    flags += [f"--env={e['name']}={re.sub(r'{{.*?}}', '', e['value'])}" for e in container["env"]]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        if "emptyDir" in volumes[mount["name"]]:  # writable, exec allowed, any uid may write
+            flags.append(f"--tmpfs={mount['mountPath']}:rw,exec,mode=1777")
+        else:
+            for name, text in files.items():
+                (files_dir / name).write_text(text)
+            flags.append(f"--volume={files_dir}:{mount['mountPath']}:ro")
+    return flags
+
+
+def wait_ready(name: str, workdir: str, timeout: float = 600) -> float:
+    """Every model's worker READY, asked inside the container (the management API is on its loopback)."""
+    start = time.monotonic()
+    check = (
+        "from pathlib import Path; from whyserve.serving.launcher import TorchServe; "
+        f"TorchServe(Path({workdir!r}), '', 'http://127.0.0.1:8081', '', {MODELS!r}).wait_ready({timeout})"
+    )
+    podman("exec", name, "python", "-c", check, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def explain(url: str, headers: dict[str, str]) -> dict:
+    """A real request: chelsea, contrastive Grad-CAM against "Egyptian cat"; the answer's essentials."""
+    answer = requests.post(
+        f"{url}/predictions/efficientnet_lite0",
+        data=photo_path("chelsea").read_bytes(),
+        timeout=120,
+        headers={
+            **headers,
+            "Content-Type": "application/octet-stream",
+            "X-Explain-Method": "contrastive",
+            "X-Explain-Contrast": "Egyptian cat",
+        },
+    )
+    answer.raise_for_status()
+    body = answer.json()
+    heatmap = Image.open(io.BytesIO(base64.b64decode(body["explanation"]["heatmap"]["data"])))
+    return {
+        "top1": body["predictions"][0],
+        "method": body["explanation"]["method"],
+        "contrast": body["explanation"]["contrast"],
+        "heatmap_size": list(heatmap.size),
+    }
+
+
+def ask(url: str, key: str) -> dict:
+    """Real requests to the production container: explanations (PyTorch and ONNX Runtime), token auth, a bad input."""
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
+    photo = photo_path("chelsea").read_bytes()
+    onnx = requests.post(
+        f"{url}/predictions/efficientnet_lite0_onnx",
+        data=photo,
+        timeout=120,
+        headers={**auth, "X-Explain-Method": "scorecam", "X-Explain-Channels": "8"},
+    )
+    onnx.raise_for_status()
+    no_token = requests.post(
+        f"{url}/predictions/efficientnet_lite0", data=photo, timeout=60, headers={"Content-Type": "application/octet-stream"}
+    )
+    bad = requests.post(f"{url}/predictions/efficientnet_lite0", data=b"not an image", headers=auth, timeout=60)
+    return {
+        **explain(url, {"Authorization": f"Bearer {key}"}),
+        "onnx_backend": onnx.json()["explanation"]["backend"],
+        "onnx_top1": onnx.json()["predictions"][0]["label"],
+        "no_token_status": no_token.status_code,
+        "bad_input": [bad.status_code, bad.json()["error"]["code"]],
+    }
+
+
+def started(image: str, flags: list[str], args: list[str]) -> tuple[str, int, int]:
+    name = f"whyserve-e2e-{os.getpid()}-{free_port()}"
+    port, metrics = free_port(), free_port()
+    podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "-p",
+        f"127.0.0.1:{metrics}:8082",
+        *flags,
+        image,
+        *args,
+        stdout=subprocess.DEVNULL,
+    )
+    return name, port, metrics
+
+
+def removed(name: str, failed: bool) -> None:
+    if failed:
+        subprocess.run(["podman", "logs", "--tail", "60", name], env=ENV)
+    subprocess.run(["podman", "rm", "-f", "-t", "5", name], env=ENV, capture_output=True)
+
+
+def serve_as_deployment(image: str) -> dict:
+    """Run ``image`` as deploy/torchserve/base's Deployment runs it, on loopback ports, and ask it."""
+    container, pod, config = pod_of_deployment()
+    with tempfile.TemporaryDirectory() as config_dir:
+        os.chmod(config_dir, 0o755)
+        name, port, metrics = started(image, run_flags(container, pod, config, Path(config_dir)), container["args"])
+        failed = True
+        try:
+            ready_s = wait_ready(name, container["workingDir"])
+            keys = json.loads(podman("exec", name, "cat", f"{container['workingDir']}/key_file.json", capture_output=True).stdout)
+            result = ask(f"http://127.0.0.1:{port}", keys["inference"]["key"])
+            result["metrics_has_explanation_latency"] = (
+                "ExplanationLatency" in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=30).text
+            )
+            result["ready_s"] = round(ready_s, 1)
+            failed = False
+            return result
+        finally:
+            removed(name, failed)
+
+
+def serve_as_kserve_runtime(image: str) -> dict:
+    """Run ``image`` as KServe runs deploy/kserve/torchserve's ServingRuntime: the storageUri's
+    layout (config/config.properties, model-store/*.mar) mounted at /mnt/models, as the storage
+    initializer leaves it; the archives are the image's own."""
+    container, pod = pod_of_serving_runtime()
+    with tempfile.TemporaryDirectory() as store:
+        os.chmod(store, 0o755)
+        (Path(store) / "config").mkdir()
+        shutil.copy(ROOT / "deploy" / "kserve" / "torchserve" / "config.properties", Path(store) / "config")
+        podman("run", "--rm", "-v", f"{store}:/out", "--user", "0", image, "cp", "-r", "/home/model-server/model-store", "/out/")
+        flags = run_flags(container, pod, {}, Path(store)) + [f"--volume={store}:/mnt/models:ro"]
+        name, port, _ = started(image, flags, container["args"])
+        failed = True
+        try:
+            ready_s = wait_ready(name, container["workingDir"])
+            result = {**explain(f"http://127.0.0.1:{port}", {}), "ready_s": round(ready_s, 1)}
+            failed = False
+            return result
+        finally:
+            removed(name, failed)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-gpu", action="store_true", help="skip the GPU image's build")
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ensure_tools()
+    make_base()
+    fill_wheels()
+    summary = {"cpu": {"build_s": round(build("Dockerfile", "whyserve:cpu"), 1)}}
+    summary["cpu"].update(serve_as_deployment("whyserve:cpu"))
+    summary["kserve_torchserve"] = serve_as_kserve_runtime("whyserve:cpu")
+    if not args.no_gpu:
+        summary["gpu"] = {"build_s": round(build("Dockerfile.gpu", "whyserve:gpu-build", f"BASE={BASE}"), 1)}
+        summary["gpu"].update(gpu_image_facts("whyserve:gpu-build"))
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
