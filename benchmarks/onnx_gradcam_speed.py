@@ -11,12 +11,11 @@ Grad-CAM <= 1.3x the ONNX plain forward and <= 0.5x PyTorch prediction + Grad-CA
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from engine_speed import interleaved_medians  # this folder: the script's path
 from PIL import Image
 
 from whyserve import Explainer, ExplainRequest, load_model
@@ -44,21 +43,12 @@ def main() -> None:
         "PyTorch plain forward": lambda: eager.predict(x),
         "PyTorch prediction + Grad-CAM": lambda: eager.explain(x, gradcam),
     }
-    for fn in rows.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(args.rounds):
-        for name, fn in rows.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    ms = {name: seconds * 1e3 for name, seconds in interleaved_medians(rows, args.rounds).items()}
     ort_base, torch_gradcam = ms["ONNX Runtime plain forward"], ms["PyTorch prediction + Grad-CAM"]
     print(f"EfficientNet-Lite0, 1 image of 224 px, {args.threads} threads, median of {args.rounds} interleaved rounds\n")
-    print("| what | ms / image | x ONNX plain forward | x PyTorch prediction + Grad-CAM |")
-    print("|---|---:|---:|---:|")
-    for name, value in ms.items():
-        print(f"| {name} | {value:.1f} | {value / ort_base:.2f} | {value / torch_gradcam:.2f} |")
+    lines = [f"| {name} | {value:.1f} | {value / ort_base:.2f} | {value / torch_gradcam:.2f} |" for name, value in ms.items()]
+    header = "| what | ms / image | x ONNX plain forward | x PyTorch prediction + Grad-CAM |\n|---|---:|---:|---:|"
+    print("\n".join([header, *lines]))
 
 
 if __name__ == "__main__":
