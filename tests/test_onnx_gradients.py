@@ -94,4 +94,4 @@ def test_fast_scorecam_rankings_are_named_options(effnet_explainer, effnet_batch
     assert np.abs(maps["target"].heatmap - maps["spread"].heatmap).max() > 1e-2  # other channels picked
     with pytest.raises(InvalidOption, match="ranking") as error:
         effnet_explainer.resolve(ExplainRequest("scorecam", ranking="random"))
-    assert error.value.valid == ("target", "spread")
+    assert error.value.valid == ["target", "spread"]
