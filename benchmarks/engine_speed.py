@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from PIL import Image
@@ -25,6 +26,18 @@ def _time(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def interleaved_medians(rows: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds per call of each row: median of ``rounds`` rounds that each run every row once
+    (after one warm-up call each), so a busy neighbour slows every row alike."""
+    for fn in rows.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            times[name].append(_time(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -45,13 +58,7 @@ def main() -> None:
         "prediction + contrastive": lambda: explainer.explain(x, [ExplainRequest("contrastive", contrast=285)]),
         "pytorch-grad-cam GradCAM": lambda: peer(input_tensor=x, targets=None),
     }
-    for fn in fast.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fast}
-    for _ in range(args.rounds):
-        for name, fn in fast.items():
-            times[name].append(_time(fn))
-    seconds = {name: statistics.median(t) for name, t in times.items()}
+    seconds = interleaved_medians(fast, args.rounds)
 
     slow = {}
     if args.scorecam:

@@ -49,7 +49,8 @@ def main() -> None:
     torch_explainer = Explainer(spec, scorecam_chunk=16)
     eager = Explainer(spec, scorecam_chunk=1)
     with tempfile.TemporaryDirectory() as tmp:
-        ort_explainer = Explainer(spec, backend=OrtBackend(create_session(export_onnx(spec, Path(tmp) / "m.onnx"), args.threads)))
+        session = create_session(export_onnx(spec, Path(tmp) / "m.onnx"), args.threads)
+        ort_explainer = Explainer(spec, backend=OrtBackend(session, spec))
     photos = {name: spec.preprocess(Image.open(photo_path(name)))[None] for name in available_photos()}
     x = photos[args.photo]
 

@@ -19,7 +19,7 @@ def effnet_onnx(effnet, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def effnet_ort(effnet, effnet_onnx):
-    return Explainer(effnet, backend=OrtBackend(create_session(effnet_onnx, threads=2)))
+    return Explainer(effnet, backend=OrtBackend(create_session(effnet_onnx, threads=2), effnet))
 
 
 def test_export_is_valid_onnx_with_logits_and_activations(effnet_onnx):
@@ -75,12 +75,13 @@ def test_fast_mode_with_all_channels_is_exact(resnet, photos, weighting):
     assert np.abs(exact.heatmap - fewer.heatmap).max() > 1e-3  # fewer channels is an approximation
 
 
-def test_ort_explainer_serves_only_gradient_free_methods(effnet_ort, effnet_batch):
+def test_ort_explainer_without_a_head_serves_only_gradient_free_methods(effnet, effnet_onnx, effnet_batch):
+    headless = Explainer(effnet, backend=OrtBackend(create_session(effnet_onnx, threads=2)))
     with pytest.raises(InvalidOption) as error:
-        effnet_ort.explain(effnet_batch[:1], [ExplainRequest("gradcam")])
+        headless.explain(effnet_batch[:1], [ExplainRequest("gradcam")])
     assert error.value.valid == ["scorecam"]
     with pytest.raises(InvalidOption, match="channels"):
-        effnet_ort.explain(effnet_batch[:1], [ExplainRequest("scorecam", channels=0)])
+        headless.explain(effnet_batch[:1], [ExplainRequest("scorecam", channels=0)])
 
 
 def test_onnx_with_wrong_outputs_is_refused_at_load(tmp_path):

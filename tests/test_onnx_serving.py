@@ -1,4 +1,4 @@
-"""End to end: the efficientnet_lite0_onnx archive (ONNX Runtime, Score-CAM) in a real TorchServe."""
+"""End to end: the efficientnet_lite0_onnx archive (ONNX Runtime: Score-CAM, Grad-CAM, contrastive) in a real TorchServe."""
 
 from __future__ import annotations
 
@@ -49,11 +49,30 @@ def test_onnx_archive_serves_prediction_and_fast_scorecam(server, photos, effnet
     assert np.abs(served - expected).max() <= 0.5 / 255 + 1e-4
 
 
-def test_onnx_archive_refuses_gradient_methods(server, photos):
-    reply = post(server, encoded(photos["coffee"]), method="gradcam")
+@pytest.mark.parametrize(
+    "options",
+    [{"method": "gradcam"}, {"method": "contrastive", "contrast": "balloon"}],
+    ids=["gradcam", "contrastive"],
+)
+def test_onnx_archive_serves_gradient_methods(server, photos, effnet, options):
+    """The trunk on ONNX Runtime, the head in PyTorch: the PyTorch engine's maps."""
+    reply = post(server, encoded(photos["coffee"]), **options)
+    assert reply.status_code == 200, reply.text
+    explanation = reply.json()["explanation"]
+    assert explanation["method"] == options["method"] and explanation["backend"] == "onnxruntime:CPUExecutionProvider"
+    png = Image.open(io.BytesIO(base64.b64decode(explanation["heatmap"]["data"])))
+    served = np.asarray(png, dtype=np.float64) / 255.0
+    x = effnet.preprocess(photos["coffee"])[None]
+    method = options["method"]
+    expected = Explainer(effnet).explain(x, [ExplainRequest(method, contrast=options.get("contrast"))])
+    assert np.abs(served - expected.explanations[0].heatmap).max() <= 0.5 / 255 + 1e-4
+
+
+def test_onnx_archive_refuses_methods_it_does_not_serve(server, photos):
+    reply = post(server, encoded(photos["coffee"]), method="bcos")
     assert reply.status_code == 400
     error = reply.json()["error"]
-    assert "gradcam" in error["message"] and error["valid"] == ["scorecam", "none"]
+    assert "bcos" in error["message"] and error["valid"] == ["gradcam", "contrastive", "scorecam", "none"]
     assert post(server, encoded(photos["coffee"])).status_code == 200  # still serving
 
 

@@ -1,7 +1,8 @@
 """Backends: what runs the model's forward passes for one ``Explainer``.
 
 ``TorchBackend`` (PyTorch: every method) and ``OrtBackend`` (ONNX Runtime: gradient-free
-methods only) share the small interface ``Backend``; ``open_backend`` picks one at load.
+methods, and gradient methods with the head above the layer in PyTorch) share the small
+interface ``Backend``; ``open_backend`` picks one at load.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def open_backend(
 
         if not weights:
             raise ValueError("backend onnxruntime needs the .onnx file as the archive's serialized file")
-        return OrtBackend(create_session(weights, threads))
+        return OrtBackend(create_session(weights, threads), spec)
     raise ValueError(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")
 
 

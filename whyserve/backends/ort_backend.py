@@ -1,42 +1,72 @@
-"""The ONNX Runtime backend: predictions and gradient-free methods (Score-CAM) on an
-``InferenceSession`` of a model exported by ``whyserve.onnx_runtime.export_onnx``."""
+"""The ONNX Runtime backend: predictions and Score-CAM on an ``InferenceSession`` of a model
+exported by ``whyserve.onnx_runtime.export_onnx``, and gradient methods by splitting the
+model at the target layer: ONNX Runtime runs the trunk (input -> activations), the head above
+the layer (``whyserve.split``) runs in PyTorch, so autograd starts at the layer as in
+``TorchBackend`` and the maps equal its own.
+
+The .onnx keeps its full-model ``logits`` output: predictions and Score-CAM's masked forwards
+use it (no PyTorch at all); the head recomputes the logits only for passes with a graph.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from torch import nn
 
+from whyserve.layers import eval_mode
 from whyserve.methods.base import Method, Needs
+from whyserve.models import ModelSpec
 from whyserve.onnx_runtime import INPUT, META_LAYER, OUTPUTS, session_metadata
+from whyserve.split import HeadSplitError, split_head
+
+logger = logging.getLogger(__name__)
+# The head's logits from ONNX Runtime's activations must match ONNX Runtime's logits (same weights).
+HEAD_TOLERANCE = 1e-3
 
 
 class OrtBackend:
-    model = None  # no PyTorch model: methods that need one are not supported
+    model = None  # no PyTorch model for methods with their own pass (B-cos, FGVis)
     device = torch.device("cpu")  # inputs cross to ONNX Runtime as NumPy arrays
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, spec: ModelSpec | None = None) -> None:
         self.session = session
         self.layer_name = session_metadata(session).get(META_LAYER, "activations")
+        self.head: nn.Module | None = None
+        self.head_error = "no PyTorch model given for the head above the layer"
+        if spec is not None:
+            try:
+                self.head = self._checked_head(spec)
+            except HeadSplitError as error:
+                self.head_error = str(error)
+                logger.warning("gradient methods unavailable on ONNX Runtime: %s", error)
 
     @property
     def name(self) -> str:
         return f"onnxruntime:{self.session.get_providers()[0]}"
 
     def supports(self, method: Method) -> bool:
-        return method.needs is Needs.MASKED_FORWARDS
+        return method.needs is Needs.MASKED_FORWARDS or (method.needs is Needs.LAYER_GRADIENT and self.head is not None)
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        with torch.no_grad():
+        # Out of inference mode (TorchServe's), so the activations can be autograd's leaf.
+        with eval_mode(self.head or nn.Identity()), torch.inference_mode(False), torch.no_grad():
             yield
 
     def forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         logits, activations = self._run(list(OUTPUTS), images)
-        return logits, activations
+        if not graph or self.head is None:
+            return logits, activations
+        activations.requires_grad_(True)
+        with torch.enable_grad():
+            # A clone, so an in-place op of the head cannot modify the leaf.
+            return self.head(activations.clone()), activations
 
     def masked_forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._run(["logits"], images)[0]
@@ -47,3 +77,17 @@ class OrtBackend:
     def _run(self, outputs: list[str], images: torch.Tensor) -> list[torch.Tensor]:
         feed = {INPUT: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)}
         return [torch.from_numpy(a) for a in self.session.run(outputs, feed)]
+
+    def _checked_head(self, spec: ModelSpec) -> nn.Module:
+        """``spec``'s head above the layer, checked against the .onnx on one probe image."""
+        head = split_head(spec.module, self.layer_name)
+        probe = torch.linspace(-1, 1, 3 * spec.input_size[0] * spec.input_size[1]).reshape(1, 3, *spec.input_size)
+        logits, activations = self._run(list(OUTPUTS), probe)
+        with eval_mode(head), torch.no_grad():
+            difference = float((head(activations) - logits).abs().max())
+        if difference > HEAD_TOLERANCE:
+            raise HeadSplitError(
+                f"the head of model {spec.name!r} above {self.layer_name!r} does not reproduce the .onnx logits "
+                f"(max difference {difference:.3g} > {HEAD_TOLERANCE}): the .onnx was exported from other weights"
+            )
+        return head

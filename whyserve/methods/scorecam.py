@@ -16,9 +16,14 @@ Gradient-free. Two named weightings:
 Every channel whose map is constant gives the all-zero mask, so the same masked input:
 it is scored once, which keeps the result exact.
 
-Fast mode (``channels=N``, as tf-keras-vis's Faster-ScoreCAM): only the N channels whose
-activation maps vary most (largest spatial standard deviation) are scored; the others
-get weight 0. With N >= the number of channels it is the exact method.
+Fast mode (``channels=N``): only N channels are scored; the others get weight 0. With N >=
+the number of channels it is the exact method. Two named rankings pick the N:
+
+- ``target`` (default): the largest estimated contributions to the target, sum over space of
+  dJ/dA_k * A_k (for a pooled linear head: the target's weight times the channel's mean
+  activation); one pass with a graph above the layer, on either backend.
+- ``spread`` (tf-keras-vis's Faster-ScoreCAM): the maps that vary most (spatial standard
+  deviation), blind to the target.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +40,18 @@ from whyserve.errors import InvalidOption
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest, cam_explanations, minmax, weighted_cam
 from whyserve.methods.registry import register
 
+if TYPE_CHECKING:
+    from whyserve.backends import Backend
+
 WEIGHTINGS = ("probability", "channel_softmax")
+RANKINGS = ("target", "spread")
 
 
 @dataclass(frozen=True)
 class ScoreCamOptions:
     weighting: str = "probability"
-    channels: int | None = None  # None: every channel (exact); N: the N most varying channels
+    channels: int | None = None  # None: every channel (exact); N: the N first of ``ranking``
+    ranking: str = "target"
 
 
 def parse_channels(value: object) -> int | None:
@@ -62,19 +73,24 @@ def parse_channels(value: object) -> int | None:
 class ScoreCAM(Method):
     name = "scorecam"
     needs = Needs.MASKED_FORWARDS
-    option_names = ("weighting", "channels")
-    help = "why P? gradient-free; weighting probability|channel_softmax; channels all|N (fast)"
+    option_names = ("weighting", "channels", "ranking")
+    help = "why P? gradient-free; weighting probability|channel_softmax; channels all|N (fast); ranking target|spread"
 
     def parse_options(self, raw: Mapping[str, object]) -> ScoreCamOptions:
         super().parse_options(raw)
         weighting = raw.get("weighting", "probability")
         if weighting not in WEIGHTINGS:
             raise InvalidOption("weighting", f"unknown Score-CAM weighting {weighting!r}", WEIGHTINGS)
-        return ScoreCamOptions(weighting, parse_channels(raw.get("channels")))
+        ranking = raw.get("ranking", "target")
+        if ranking not in RANKINGS:
+            raise InvalidOption("ranking", f"unknown Score-CAM channel ranking {ranking!r}", RANKINGS)
+        return ScoreCamOptions(weighting, parse_channels(raw.get("channels")), ranking)
 
     def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
         channels = request.options.channels
-        return float(layer_channels if channels is None else min(channels, layer_channels))
+        if channels is None or channels >= layer_channels:
+            return float(layer_channels)
+        return float(channels) + (request.options.ranking == "target")  # its pass with a graph above the layer
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
         cams, timings, authors = [], [], {}
@@ -82,6 +98,8 @@ class ScoreCAM(Method):
             start = time.perf_counter()
             options = request.options
             activations = batch.activations[i]
+            fast = options.channels is not None and options.channels < activations.shape[0]
+            priority = target_priority(batch.backend, batch.images[i], target) if fast and options.ranking == "target" else None
             weights = scorecam_weights(
                 batch.backend.masked_forward,
                 batch.images[i],
@@ -90,6 +108,7 @@ class ScoreCAM(Method):
                 options.weighting,
                 batch.chunk,
                 options.channels,
+                priority,
             )
             cams.append(weighted_cam(weights[None], activations[None])[0])
             if options.weighting == "probability":  # the authors' map, scaled once at input size
@@ -109,20 +128,23 @@ def scorecam_weights(
     weighting: str,
     chunk: int,
     channels: int | None = None,
+    priority: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Channel weights (K,) for one image (C, H, W) with activations (K, h, w).
 
     ``forward`` must be a plain, hook-free, gradient-free call of the model (PyTorch or
     ONNX Runtime); at most ``chunk`` masked images are built and scored at a time.
-    ``channels=None`` scores all channels (exact), an int N only the N most varying.
+    ``channels=None`` scores all channels (exact), an int N only N: the N largest ``priority``
+    (K,) values, or (None) the N most varying.
     """
     size = image.shape[-2:]
     align = weighting == "channel_softmax"
     flat = activations.flatten(1)
     varying = torch.nonzero(flat.amax(1) > flat.amin(1)).flatten()
     fast = channels is not None and channels < activations.shape[0]
-    if fast:  # the most varying of the non-constant channels
-        varying = varying[flat[varying].std(1).topk(min(channels, len(varying))).indices]
+    if fast:  # the first N non-constant channels by priority, or the most varying
+        rank = flat[varying].std(1) if priority is None else priority[varying]
+        varying = varying[rank.topk(min(channels, len(varying))).indices]
 
     scores = torch.zeros(activations.shape[0], dtype=torch.float32, device=image.device)
     for start in range(0, len(varying), chunk):
@@ -145,6 +167,19 @@ def scorecam_weights(
         constant[varying] = False
         scores[constant] = constant_score
     return torch.softmax(scores, dim=0)
+
+
+def target_priority(backend: Backend, image: torch.Tensor, target: int) -> torch.Tensor | None:
+    """Each channel's estimated contribution to the target (K,): sum over space of dJ/dA * A,
+    from one pass with a graph above the layer; None where the backend has no graph (an ONNX
+    model whose head cannot be split: the spread ranking is used)."""
+    with torch.no_grad():  # the capture hook turns grad mode on: off again on exit
+        logits, activations = backend.forward(image[None], graph=True)
+        if not logits.requires_grad:
+            return None
+        with torch.enable_grad():
+            (grads,) = torch.autograd.grad(logits[0, target], activations)
+    return (grads * activations.detach()).sum(dim=(2, 3))[0]
 
 
 def _score(logits: torch.Tensor, target: int, weighting: str) -> torch.Tensor:

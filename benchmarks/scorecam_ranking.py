@@ -1,0 +1,90 @@
+"""Fast Score-CAM's channel ranking: ``target`` (estimated contribution to the target) vs
+``spread`` (spatial standard deviation), EfficientNet-Lite0 on ONNX Runtime, 224 px.
+
+For every bundled photo and three targets (the top-1 class, the 3rd-ranked class, and a class
+outside the top-5: balloon, or the 6th-ranked class where balloon is in the top-5), prints the
+Pearson correlation of each ranking's fast map (N channels) with the exact map (all 1280).
+
+    .venv/bin/python benchmarks/scorecam_ranking.py [--channels 64] [--weighting probability]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from whyserve import Explainer, ExplainRequest, load_model
+from whyserve.backends.ort_backend import OrtBackend
+from whyserve.methods.scorecam import RANKINGS, WEIGHTINGS
+from whyserve.onnx_runtime import create_session, export_onnx
+from whyserve.photos import available_photos, photo_path
+
+BALLOON = 417
+
+
+class CachedMasks:
+    """The backend, with each masked image's logits computed once: a photo's 1280 masked
+    images are the same whatever the target, so three targets and two rankings cost one
+    exact Score-CAM per photo. Everything else is the wrapped backend's."""
+
+    def __init__(self, backend: OrtBackend) -> None:
+        self.backend = backend
+        self.cache: dict[bytes, torch.Tensor] = {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    def masked_forward(self, images: torch.Tensor) -> torch.Tensor:
+        keys = [image.numpy().tobytes() for image in images]
+        missing = [i for i, key in enumerate(keys) if key not in self.cache]
+        if missing:
+            for i, logits in zip(missing, self.backend.masked_forward(images[missing])):
+                self.cache[keys[i]] = logits
+        return torch.stack([self.cache[key] for key in keys])
+
+
+def targets(logits: torch.Tensor) -> dict[str, int]:
+    order = logits.argsort(descending=True).tolist()
+    outside = BALLOON if BALLOON not in order[:5] else order[5]
+    return {"top-1": order[0], "3rd": order[2], "non-top-5": outside}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--weighting", default="probability", choices=WEIGHTINGS)
+    args = parser.parse_args()
+    spec = load_model("efficientnet_lite0")
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = OrtBackend(create_session(export_onnx(spec, Path(tmp) / "m.onnx")), spec)
+    cached = CachedMasks(backend)
+    explainer = Explainer(spec, backend=cached)
+
+    def heatmap(x: torch.Tensor, target: int, **options: object) -> np.ndarray:
+        request = ExplainRequest("scorecam", target, weighting=args.weighting, **options)
+        return explainer.explain(x, [request]).explanations[0].heatmap.ravel()
+
+    corr: dict[tuple[str, str], list[float]] = {}
+    print(f"fast Score-CAM ({args.weighting}), N={args.channels} of 1280, corr with exact, ONNX Runtime\n")
+    print("| photo | target | class | " + " | ".join(RANKINGS) + " |")
+    print("|---|---|---:|" + "---:|" * len(RANKINGS))
+    for photo in available_photos():
+        x = spec.preprocess(Image.open(photo_path(photo)))[None]
+        cached.cache.clear()
+        for kind, target in targets(explainer.predict(x)[0]).items():
+            exact = heatmap(x, target)
+            row = [float(np.corrcoef(heatmap(x, target, channels=args.channels, ranking=r), exact)[0, 1]) for r in RANKINGS]
+            for ranking, value in zip(RANKINGS, row):
+                corr.setdefault((kind, ranking), []).append(value)
+            print(f"| {photo} | {kind} | {target} | " + " | ".join(f"{v:.3f}" for v in row) + " |", flush=True)
+    for kind in ("top-1", "3rd", "non-top-5"):
+        print(f"| **mean** | {kind} | | " + " | ".join(f"**{np.mean(corr[kind, r]):.3f}**" for r in RANKINGS) + " |")
+
+
+if __name__ == "__main__":
+    main()
