@@ -96,8 +96,8 @@ def test_server_errors_carry_code_message_and_valid(client):
     assert "unicorn" in refused.value.message
     with pytest.raises(ServerError) as bad_method:
         client.explain("chelsea", method="lime")
-    assert bad_method.value.valid == ["gradcam", "contrastive", "scorecam", "none"]
-    assert "valid: gradcam, contrastive, scorecam, none" in str(bad_method.value)
+    assert bad_method.value.valid == ["gradcam", "contrastive", "scorecam", "fgvis", "none"]
+    assert "valid: gradcam, contrastive, scorecam, fgvis, none" in str(bad_method.value)
     with pytest.raises(ServerError) as not_image:
         client.explain(b"these bytes are no photo")
     assert not_image.value.status == 400 and "not an image" in not_image.value.message

@@ -148,7 +148,7 @@ def labels(browser) -> list[str]:
 def test_chelsea_top5_and_overlay(browser, demo, shots):
     open_page(browser, demo, MODEL)
     methods = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#method option")]
-    assert methods == ["gradcam", "contrastive", "scorecam"]  # what the archive's model-config serves
+    assert methods == ["gradcam", "contrastive", "scorecam", "fgvis"]  # what the archive's model-config serves
     assert len(browser.find_elements(By.CSS_SELECTOR, "#classes option")) == 1000  # label autocompletion
     upload(browser, photo_path("chelsea"))
     assert labels(browser)[0] == "tiger cat" and len(labels(browser)) == 5
