@@ -2,6 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
+from serving_helpers import MODEL, encoded, worker_pid
 from whyserve import Explainer, load_model
 from whyserve.photos import photo_path
 
@@ -32,3 +33,29 @@ def effnet_batch(effnet, photos):
 @pytest.fixture(scope="session")
 def effnet_explainer(effnet):
     return Explainer(effnet)
+
+
+# -- serving: the service in-process, and (for modules that define ``server``) a TorchServe ------
+
+
+@pytest.fixture(scope="session")
+def chelsea_png(photos):
+    return encoded(photos["chelsea"])
+
+
+@pytest.fixture(scope="session")
+def service():
+    from whyserve.serving import ExplainService, ServingConfig
+
+    return ExplainService(ServingConfig(model="efficientnet_lite0", layer="head_act", scorecam_chunk=64))
+
+
+@pytest.fixture(scope="module")
+def url(server):
+    """The prediction URL of efficientnet_lite0 on the module's ``server``."""
+    return f"{server.inference_url}/predictions/{MODEL}"
+
+
+@pytest.fixture(scope="module")
+def first_pid(server):
+    return worker_pid(server)

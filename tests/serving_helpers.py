@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import subprocess
 import sys
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import requests
 from PIL import Image
 
 from whyserve.serving import launcher
@@ -22,22 +26,38 @@ def start_server(
     config: str,
     build_options: tuple[str, ...] = (),
     models: tuple[str, ...] = (MODEL,),
+    unready: tuple[str, ...] = (),
     **start_options,
 ) -> launcher.TorchServe:
     """The real archives built by archives/build.py into a temporary model store, served by a
-    TorchServe started with ``configs/<config>`` on free loopback ports; waits until READY."""
+    TorchServe started with ``configs/<config>`` on free loopback ports; waits until READY.
+    ``unready``: archives (from ``broken_archive``) registered too but not waited for."""
     store = tmp_path_factory.mktemp("model_store")
     build = [sys.executable, str(ROOT / "archives" / "build.py"), *models, "--export-path", str(store), *build_options]
     subprocess.run(build, check=True, capture_output=True)
-    server = launcher.start(
-        store, list(models), ROOT / "configs" / config, tmp_path_factory.mktemp("torchserve"), **start_options
-    )
+    for name in unready:
+        broken_archive(store, name)
+    workdir = tmp_path_factory.mktemp("torchserve")
+    server = launcher.start(store, [*models, *unready], ROOT / "configs" / config, workdir, **start_options)
+    server.models = list(models)
     try:
         server.wait_ready(timeout=240)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def broken_archive(store: Path, name: str) -> None:
+    """An archive whose model-config names a model whose worker cannot load (unknown model)."""
+    config = store / f"{name}-config.yaml"
+    config.write_text("minWorkers: 1\nmaxWorkers: 1\nhandler:\n  model: no_such_model\n")
+    archiver = Path(sys.executable).parent / "torch-model-archiver"
+    handler = ROOT / "handlers" / "whyserve_handler.py"
+    command = [str(archiver), "--model-name", name, "--version", "1.0", "--handler", str(handler)]
+    subprocess.run(
+        [*command, "--config-file", str(config), "--export-path", str(store), "--force"], check=True, capture_output=True
+    )
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -69,3 +89,45 @@ def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
 
 def gif(image: Image.Image) -> bytes:
     return encoded(image.resize((32, 32)), "GIF")
+
+
+# -- HTTP requests in the three forms of DESIGN.md ----------------------------------------------
+
+
+def raw(image: bytes, **options) -> dict:
+    headers = {"Content-Type": "application/octet-stream"} | {f"X-Explain-{k.capitalize()}": str(v) for k, v in options.items()}
+    return {"data": image, "headers": headers}
+
+
+def as_json(image: bytes, **options) -> dict:
+    return {"json": {"image": base64.b64encode(image).decode("ascii"), **options}}
+
+
+def multipart(image: bytes, **options) -> dict:
+    return {"files": {"image": ("photo", image, "application/octet-stream")}, "data": {k: str(v) for k, v in options.items()}}
+
+
+def post(url: str, request: dict, timeout: float = 120) -> requests.Response:
+    return requests.post(url, timeout=timeout, **request)
+
+
+def worker_pid(server: launcher.TorchServe, model: str = MODEL) -> int:
+    """The PID of the model's one worker (management API), which must be READY."""
+    described = requests.get(
+        f"{server.management_url}/models/{model}", headers=server.auth_headers("management"), timeout=10
+    ).json()
+    (worker,) = described[0]["workers"]
+    assert worker["status"] == "READY"
+    return worker["pid"]
+
+
+def concurrently(url: str, requests_: list[dict]) -> list[requests.Response]:
+    """All at once (a barrier releases them together) so that they share batches."""
+    barrier = threading.Barrier(len(requests_))
+
+    def send(request):
+        barrier.wait()
+        return post(url, request)
+
+    with ThreadPoolExecutor(len(requests_)) as pool:
+        return list(pool.map(send, requests_))

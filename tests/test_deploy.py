@@ -86,8 +86,14 @@ def test_the_gpu_overlay_asks_for_a_gpu_and_the_gpu_image():
 
 
 def test_the_configmap_is_the_production_config():
+    """The production config, but for the metrics address: in the pod it is exposed on purpose (for
+    Prometheus); configs/production.properties keeps it on loopback."""
     config = by_kind(RENDERED["torchserve/base"], "ConfigMap")[0]["data"]["config.properties"]
-    assert config == (ROOT / "configs" / "production.properties").read_text()
+    production = (ROOT / "configs" / "production.properties").read_text()
+    assert "metrics_address=http://127.0.0.1:8082\n" in production
+    exposed = [line for line in config.splitlines() if not line.startswith("#")]
+    expected = [line for line in production.splitlines() if not line.startswith("#")]
+    assert exposed == [line.replace("127.0.0.1:8082", "0.0.0.0:8082") for line in expected]
 
 
 def test_kserve_torchserve_runtime_reads_the_layout_kserve_mounts():

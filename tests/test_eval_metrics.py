@@ -7,6 +7,7 @@ import torch
 from whyserve.eval.metrics import (
     auc,
     average_drop,
+    bootstrap_interval,
     confidence_change,
     deletion_auc,
     energy_pointing_game,
@@ -105,3 +106,27 @@ def test_average_drop_and_increase_in_confidence():
     changes = [(0.5, 0.0), (0.0, 1.0), (0.1, 0.0), (0.0, 0.0)]
     assert average_drop(changes) == pytest.approx(15.0)
     assert increase_in_confidence(changes) == pytest.approx(25.0)
+
+
+def test_confidence_change_blends_toward_the_baseline():
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[:2, :] = True
+    model = MeanOfRegion(mask)
+    image = torch.full((1, 4, 4), 0.8)  # Y = 0.8
+    half = np.full((4, 4), 0.5)
+    # 0.5 * 0.8 + 0.5 * 0.4 = 0.6: a drop of 25 % (toward black it is 50 %)
+    assert confidence_change(model, image, half, 0, torch.full((1, 4, 4), 0.4)) == pytest.approx((0.25, 0.0))
+    # a baseline equal to the image: nothing changes whatever the map
+    assert confidence_change(model, image, np.zeros((4, 4)), 0, image.clone()) == pytest.approx((0.0, 0.0))
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(0.5, 0.1, 20), rng.normal(0.5, 0.1, 2000)
+    low, high = bootstrap_interval(list(small), seed=1)
+    assert low < small.mean() < high
+    assert bootstrap_interval(list(small), seed=1) == (low, high)  # seeded: reproducible
+    big_low, big_high = bootstrap_interval(list(large), seed=1)
+    assert big_high - big_low < (high - low) / 5  # ~ 1 / sqrt(n): 10x narrower for 100x n
+    # the standard error of a mean of 20 draws of sd 0.1 is 0.022: the interval is ~ 4 of them wide
+    assert 0.05 < high - low < 0.12

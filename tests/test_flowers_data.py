@@ -90,3 +90,18 @@ def test_grid_has_four_distinct_classes_in_its_cells():
     cell = make_flower(0, 4 * 3 + 1, grid.labels[1])
     assert np.array_equal(grid.image[:96, 96:], cell.image)
     assert grid.cell_mask(3).sum() == 96 * 96 and grid.cell_mask(3)[150, 150]
+
+
+def test_fair_grid_puts_the_complement_class_in_every_other_cell():
+    from whyserve.data.flowers import class_bits, make_fair_grid
+
+    cells = set()
+    for index in range(16):
+        grid, cell = make_fair_grid(5, index)
+        target = grid.labels[cell]
+        assert target == index % 8 and grid.image.shape == (192, 192, 3)
+        for k, label in enumerate(grid.labels):
+            if k != cell:  # no class-defining part colour in common with the target
+                assert all(class_bits(label)[p] != class_bits(target)[p] for p in ("petals", "centre", "leaves"))
+        cells.add(cell)
+    assert cells == {0, 1, 2, 3}

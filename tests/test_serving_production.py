@@ -3,6 +3,8 @@ Prometheus metrics with whyserve's ExplanationLatency / ExplanationErrors."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from serving_helpers import MODEL, ROOT, encoded, start_server
 from whyserve.serving import launcher
 
 pytestmark = pytest.mark.slow
+BROKEN = "broken_model"  # its worker cannot load: the health check must say so
 
 
 def test_production_config_says_what_the_issue_asks():
@@ -19,12 +22,13 @@ def test_production_config_says_what_the_issue_asks():
     assert properties["disable_token_authorization"] == "false" and properties["enable_model_api"] == "false"
     assert int(properties["max_request_size"]) > 0 and int(properties["max_response_size"]) > 0
     assert properties["metrics_mode"] == "prometheus"
+    assert "0.0.0.0" not in properties["metrics_address"] and "0.0.0.0" not in properties["management_address"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     metrics = {"metrics_config": str(ROOT / "configs" / "metrics.yaml")}  # the config names the Docker path
-    ts = start_server(tmp_path_factory, "production.properties", overrides=metrics)
+    ts = start_server(tmp_path_factory, "production.properties", unready=(BROKEN,), overrides=metrics)
     yield ts
     ts.stop()
 
@@ -53,5 +57,22 @@ def test_token_auth_metrics_and_model_api(server, photos):
         if 'ExplanationErrors{Kind="not_an_image"' in metrics or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert 'ExplanationLatency{Method="gradcam",ModelName="efficientnet_lite0"' in metrics
+    assert 'ExplanationLatency_bucket{Method="gradcam",ModelName="efficientnet_lite0"' in metrics  # a histogram
+    assert 'ExplanationLatency_count{Method="gradcam",ModelName="efficientnet_lite0"' in metrics
     assert 'ExplanationErrors{Kind="not_an_image",ModelName="efficientnet_lite0"' in metrics
+
+
+def healthcheck(server, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "whyserve.entry", "healthcheck", "--management", server.management_url, *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_healthcheck_needs_the_management_key_and_every_worker_ready(server):
+    key_file = str(server.workdir / "key_file.json")
+    failing = healthcheck(server, "--key-file", key_file)
+    assert failing.returncode == 1, failing.stdout
+    assert f"model {BROKEN}: no READY worker" in failing.stdout and f"model {MODEL}" not in failing.stdout
+    without_key = healthcheck(server, "--key-file", str(server.workdir / "absent.json"))
+    assert without_key.returncode == 1 and "did not answer" in without_key.stdout  # 401 without the key
+    inference_token = requests.get(f"{server.inference_url}/ping", headers=server.auth_headers("inference"), timeout=10)
+    assert inference_token.status_code == 200  # /ping says Healthy although a model has no worker

@@ -22,20 +22,11 @@ from whyserve.serving import (
     parse_options,
     parse_payload,
 )
+from whyserve.serving.images import ImageLimits
 from whyserve.serving.protocol import header_options
 from whyserve.serving.torchserve import TorchServeHandler
 
 DEFAULTS = RequestDefaults("gradcam", ("gradcam", "contrastive", "scorecam"))
-
-
-@pytest.fixture(scope="module")
-def service():
-    return ExplainService(ServingConfig(model="efficientnet_lite0", layer="head_act", scorecam_chunk=64))
-
-
-@pytest.fixture(scope="module")
-def chelsea_png(photos):
-    return encoded(photos["chelsea"])
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -152,7 +143,7 @@ def test_bad_images_fail_before_costly_decoding(photos, make, status, message):
 
 def test_pixel_limit_is_configurable(photos):
     with pytest.raises(ServingError, match="limit is 1,000"):
-        decode_image(encoded(photos["chelsea"]), max_pixels=1000)
+        decode_image(encoded(photos["chelsea"]), ImageLimits(max_pixels=1000))
 
 
 # -- the service: one batch, one reply per request ------------------------------------------------

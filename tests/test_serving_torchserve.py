@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -17,7 +15,20 @@ import requests
 from PIL import Image
 
 from conftest import CAT_CLASSES
-from serving_helpers import MODEL, corrupt_jpeg, encoded, png_bomb, start_server, truncated_jpeg
+from serving_helpers import (
+    MODEL,
+    as_json,
+    concurrently,
+    corrupt_jpeg,
+    encoded,
+    multipart,
+    png_bomb,
+    post,
+    raw,
+    start_server,
+    truncated_jpeg,
+    worker_pid,
+)
 from whyserve import ExplainRequest
 from whyserve.serving import decode_image
 
@@ -32,42 +43,8 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def url(server):
-    return f"{server.inference_url}/predictions/{MODEL}"
-
-
-@pytest.fixture(scope="module")
-def worker_pid(server):
-    return _worker_pid(server)
-
-
-def _worker_pid(server):
-    described = requests.get(f"{server.management_url}/models/{MODEL}", timeout=10).json()
-    (worker,) = described[0]["workers"]
-    assert worker["status"] == "READY"
-    return worker["pid"]
-
-
-@pytest.fixture(scope="module")
-def chelsea(photos):
-    return encoded(photos["chelsea"])
-
-
-def raw(image: bytes, **options) -> dict:
-    headers = {"Content-Type": "application/octet-stream"} | {f"X-Explain-{k.capitalize()}": str(v) for k, v in options.items()}
-    return {"data": image, "headers": headers}
-
-
-def as_json(image: bytes, **options) -> dict:
-    return {"json": {"image": base64.b64encode(image).decode("ascii"), **options}}
-
-
-def multipart(image: bytes, **options) -> dict:
-    return {"files": {"image": ("photo", image, "application/octet-stream")}, "data": {k: str(v) for k, v in options.items()}}
-
-
-def post(url: str, request: dict, timeout: float = 120) -> requests.Response:
-    return requests.post(url, timeout=timeout, **request)
+def chelsea(chelsea_png):
+    return chelsea_png
 
 
 def heatmap(body: dict) -> np.ndarray:
@@ -78,19 +55,7 @@ def heatmap(body: dict) -> np.ndarray:
     return np.asarray(png, dtype=np.float64) / 255.0
 
 
-def concurrently(url: str, requests_: list[dict]) -> list[requests.Response]:
-    """All at once (a barrier releases them together) so that they share batches."""
-    barrier = threading.Barrier(len(requests_))
-
-    def send(request):
-        barrier.wait()
-        return post(url, request)
-
-    with ThreadPoolExecutor(len(requests_)) as pool:
-        return list(pool.map(send, requests_))
-
-
-def test_chelsea_is_a_cat_with_a_gradcam_heatmap(url, chelsea, worker_pid):
+def test_chelsea_is_a_cat_with_a_gradcam_heatmap(url, chelsea, first_pid):
     response = post(url, raw(chelsea, method="gradcam"))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -155,7 +120,7 @@ def test_each_request_in_a_batch_keeps_its_own_target(url, chelsea, photos):
         heatmap(body)
 
 
-def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, photos, worker_pid):
+def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, photos, first_pid):
     bad = [
         (raw(b""), 400, "empty"),
         (raw(b"definitely not an image"), 400, "not an image"),
@@ -185,7 +150,7 @@ def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, pho
         assert responses[-1].status_code == 200, responses[-1].text
         assert responses[-1].json()["explanation"]["method"] == "contrastive"
     assert post(url, raw(chelsea)).status_code == 200
-    assert _worker_pid(server) == worker_pid  # the same worker answered everything
+    assert worker_pid(server) == first_pid  # the same worker answered everything
 
 
 def test_served_heatmap_equals_the_engine_heatmap(url, chelsea, effnet, effnet_explainer):

@@ -2,6 +2,6 @@
 
 import sys
 
-from whyserve.cli import main
+from whyserve.entry import main
 
 sys.exit(main())

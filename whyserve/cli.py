@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
+from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
 from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
@@ -21,7 +22,7 @@ from whyserve.render import encode, heatmap_image, overlay, with_colorbar
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_explain, _add_client, _add_export, _add_eval, _add_serve_kserve):
+    for add in (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -82,13 +83,32 @@ def _add_export(commands) -> None:
 def _add_eval(commands) -> None:
     evaluate = commands.add_parser("eval", help="measure every method on the flowers ground truth and real photos")
     evaluate.add_argument("--images", type=int, default=64, help="generated flowers (default: 64)")
-    evaluate.add_argument("--grids", type=int, default=16, help="2x2 grids for the grid pointing game (default: 16)")
-    evaluate.add_argument("--seed", type=int, default=100, help="generator seed (training used 1 and 2)")
+    evaluate.add_argument(
+        "--grids", type=int, default=16, help="2x2 mixed-class grids (x4 cells; as many fair-grid cells); 0 skips (default: 16)"
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=100,
+        help="seed of the flowers, grids and bootstrap (training used 1 and 2; any other is unseen)",
+    )
     evaluate.add_argument("--models", nargs="+", default=["flowers_cnn", "flowers_bcos"], choices=["flowers_cnn", "flowers_bcos"])
     evaluate.add_argument("--steps", type=int, default=32, help="pixel chunks of the deletion/insertion curves (default: 32)")
     evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
     evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
     evaluate.set_defaults(run=_eval)
+
+
+def _add_healthcheck(commands) -> None:
+    health = commands.add_parser("healthcheck", help="exit 0 only when every model has a READY worker (an exec probe)")
+    add_health_arguments(health)
+    health.set_defaults(run=_healthcheck)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    from whyserve import health
+
+    return health.main(args.management, args.key_file, args.models, args.timeout)
 
 
 def _add_serve_kserve(commands) -> None:
@@ -147,60 +167,67 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    import base64
-    import io
+    import urllib.error
+
+    from whyserve.client import Client, ServerError
 
     path = _resolve_image(args.image)
-    answer = _post(args, path)
-    if answer is None:
+    options = {k: getattr(args, k) for k in ("method", "target", "contrast", "weighting", "channels")}
+    try:
+        result = Client(args.url, token=args.token, timeout=args.timeout).explain(path, topk=args.topk, **options)
+    except ServerError as error:
+        print(f"whyserve: {error}", file=sys.stderr)
         return 1
-    explanation = answer.get("explanation")
-    if not explanation:
-        print(_report(args.image, answer["predictions"]))
+    except (urllib.error.URLError, OSError) as error:
+        print(f"whyserve: cannot reach {args.url}: {error}", file=sys.stderr)
+        return 1
+    predictions = [vars(p) for p in result.predictions]
+    if not result.method:
+        print(_report(args.image, predictions))
         return 0
-    contrast = explanation.get("contrast") or {}
-    what = _describe(explanation["method"], explanation["target"]["label"], contrast.get("label", contrast.get("value")))
+    contrast = result.contrast or {}
+    what = _describe(result.method, result.target["label"], contrast.get("label", contrast.get("value")))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / Path(path).stem
-    Path(f"{stem}_heatmap.png").write_bytes(base64.b64decode(explanation["heatmap"]["data"]))
-    picture = Image.open(io.BytesIO(base64.b64decode(explanation["overlay"]["data"]))).convert("RGB")
-    Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(picture, what)))
-    timing = ", ".join(f"{k} {v:.0f} ms" for k, v in explanation["timing_ms"].items())
-    print(_report(args.image, answer["predictions"], f"{what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})"))
+    Path(f"{stem}_heatmap.png").write_bytes(encode(heatmap_image(result.heatmap)))
+    Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(result.overlay.convert("RGB"), what)))
+    timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())
+    print(_report(args.image, predictions, f"{what}: {stem}_overlay.png, {stem}_heatmap.png ({timing})"))
     return 0
 
 
-def _post(args: argparse.Namespace, path: Path) -> dict | None:
-    """The server's answer, or None after printing why there is none."""
-    import json
-    import urllib.error
-    import urllib.request
+def _add_demo(commands) -> None:
+    demo = commands.add_parser("demo", help="a web page on 127.0.0.1 that asks a running server and shows the maps")
+    demo.add_argument("--url", default="http://127.0.0.1:8080", help="inference API of the server (default: %(default)s)")
+    demo.add_argument("--management", default="http://127.0.0.1:8081", help="management API, for the served models")
+    demo.add_argument("--port", type=int, default=8000, help="port of the page on 127.0.0.1 (0: a free one)")
+    demo.add_argument("--token", help="inference key when token auth is on (stays in the demo, never in the page)")
+    demo.add_argument("--management-token", help="management key when token auth is on")
+    demo.add_argument("--token-file", type=Path, help="TorchServe's key_file.json (both keys)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds per forwarded request")
+    demo.set_defaults(run=_demo)
 
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "X-Explain-Outputs": "heatmap,overlay",
-        "X-Explain-Topk": str(args.topk),
-    }
-    for option in ("method", "target", "contrast", "weighting", "channels"):
-        if getattr(args, option) is not None:
-            headers[f"X-Explain-{option.capitalize()}"] = str(getattr(args, option))
-    if args.token:
-        headers["Authorization"] = f"Bearer {args.token}"
-    request = urllib.request.Request(args.url, data=Path(path).read_bytes(), headers=headers, method="POST")
+
+def _demo(args: argparse.Namespace) -> int:
+    from whyserve.demo import Upstream, make_server, read_token_file
+
+    token, management_token = read_token_file(args.token_file) if args.token_file else (None, None)
+    upstream = Upstream(
+        args.url.rstrip("/"),
+        args.management.rstrip("/") if args.management else None,
+        args.token or token,
+        args.management_token or management_token,
+        args.timeout,
+    )
+    server = make_server(upstream, args.port)
+    print(f"whyserve demo: http://127.0.0.1:{server.server_address[1]}/ (asks {upstream.url}; Ctrl-C stops it)", flush=True)
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as error:
-        text = error.read().decode("utf-8", errors="replace")
-        try:
-            detail = json.loads(text)["error"]
-            valid = f" (valid: {', '.join(map(str, detail['valid']))})" if detail.get("valid") else ""
-            print(f"whyserve: HTTP {error.code}: {detail['message']}{valid}", file=sys.stderr)
-        except (ValueError, KeyError, TypeError):
-            print(f"whyserve: HTTP {error.code}: {text.strip()}", file=sys.stderr)
-    except (urllib.error.URLError, OSError) as error:
-        print(f"whyserve: cannot reach {args.url}: {error}", file=sys.stderr)
-    return None
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _export_onnx(args: argparse.Namespace) -> int:

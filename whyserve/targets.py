@@ -11,7 +11,8 @@ def resolve_class(value: int | str, option: str, num_outputs: int, names: Sequen
     """An output index from an int, a digit string, or a class label (case-insensitive)."""
     if isinstance(value, bool):
         raise InvalidOption(option, f"{value!r} is not a class index or label", _valid(num_outputs, names))
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    digits = value.strip().lstrip("-") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 18:  # not '²', not 5,000 digits
         value = int(value)
     if isinstance(value, int):
         if 0 <= value < num_outputs:

@@ -180,7 +180,8 @@ def as_arrays(flowers: list[Flower]) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Grid:
-    """A 2x2 grid of flowers of four different classes (the B-cos grid pointing game)."""
+    """A 2x2 grid of flowers (the B-cos grid pointing game): four different classes
+    (``make_grid``), or one class and three of its complement (``make_fair_grid``)."""
 
     image: np.ndarray  # (2H, 2W, 3) uint8
     labels: tuple[int, int, int, int]  # row-major: top-left, top-right, bottom-left, bottom-right
@@ -200,6 +201,19 @@ def make_grid(seed: int, index: int, size: int = SIZE) -> Grid:
     cells = [make_flower(seed, 4 * index + k, labels[k], size).image for k in range(4)]
     image = np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0)
     return Grid(image, labels)
+
+
+def make_fair_grid(seed: int, index: int, size: int = SIZE) -> tuple[Grid, int]:
+    """Fair grid ``index`` of ``seed`` and its target cell: class c = index mod 8 in a cell drawn
+    at random, the three other cells hold flowers of class 7 - c, the only class that shares
+    no class-defining part colour with c (every bit differs). Evidence for c in another cell
+    is then evidence the model invented, not a colour the classes share."""
+    rng = np.random.default_rng([seed, index, 3])
+    target, cell = index % NUM_CLASSES, int(rng.integers(4))
+    labels = tuple(target if k == cell else NUM_CLASSES - 1 - target for k in range(4))
+    cells = [make_flower(seed, 4 * index + k, labels[k], size).image for k in range(4)]
+    image = np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0)
+    return Grid(image, labels), cell  # type: ignore[arg-type]
 
 
 # -- drawing helpers -------------------------------------------------------------------

@@ -5,9 +5,17 @@ model (``flowers_cnn``, ``flowers_bcos``) and each of its "why P?" methods, with
 class:
 
 - localisation against the class evidence (petals + centre + leaves): energy pointing game,
-  pointing game; the grid pointing game on 2x2 grids of four different classes (192 x 192);
+  pointing game; the grid pointing game (192 x 192) on two kinds of 2x2 grids: "mixed", four
+  different classes, every cell scored (B-cos papers' protocol; classes share part colours),
+  and "fair" (``make_fair_grid``), one flower of class c and three of class 7 - c, which shares
+  no part colour with c, only c's cell scored. ``n_grids=0`` skips both;
 - faithfulness: deletion AUC (baseline: black), insertion AUC (baseline: the blurred image),
-  Average Drop and Increase in Confidence.
+  Average Drop and Increase in Confidence with the masked-out pixels black (the papers'
+  image x map), blurred (the image's Gaussian blur, as insertion's baseline) or the dataset
+  mean (per-channel mean of the evaluated images, in the model's input space).
+
+Every figure is a mean with its n and a 95 % percentile bootstrap interval (2000 resamples,
+seeded by ``seed``).
 
 For "why P, rather than Q?" with each Q that differs from P in one part: the share of the
 map's positive energy on that part, for the contrastive map (``contrastive``; B-cos: ``bcos``
@@ -29,7 +37,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from whyserve.data.flowers import CLASS_PARTS, balanced_labels, differing_part, generate, make_grid, one_part_contrasts
+from whyserve.data.flowers import (
+    CLASS_PARTS,
+    Grid,
+    balanced_labels,
+    differing_part,
+    generate,
+    make_fair_grid,
+    make_grid,
+    one_part_contrasts,
+)
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.eval import metrics
 from whyserve.models import ModelSpec, load_model
@@ -38,11 +55,21 @@ FLOWER_MODELS = ("flowers_cnn", "flowers_bcos")
 PLAIN = {"flowers_cnn": ("gradcam", "scorecam"), "flowers_bcos": ("bcos", "gradcam", "scorecam")}
 CONTRASTIVE = {"flowers_cnn": (("gradcam", "contrastive"),), "flowers_bcos": (("bcos", "bcos"), ("gradcam", "contrastive"))}
 PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle", "grace_hopper")
-COLUMNS = ("energy PG", "PG", "grid PG", "deletion AUC ↓", "insertion AUC ↑", "Avg Drop % ↓", "Incr Conf % ↑")
+BASELINES = ("black", "blur", "mean")  # what Average Drop / Increase in Confidence blend toward
+COLUMNS = (
+    "energy PG",
+    "PG",
+    "grid PG mixed",
+    "grid PG fair",
+    "deletion AUC ↓",
+    "insertion AUC ↑",
+    *(f"{name} ({b})" for b in BASELINES for name in ("Avg Drop % ↓", "Incr Conf % ↑")),
+)
 
 
 @dataclass
 class Report:
+    seed: int = 0
     rows: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     pairs: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
@@ -52,33 +79,35 @@ class Report:
             cells = []
             for column in COLUMNS:
                 v = values.get(column, [])
-                if not v:
-                    cells.append("–")
-                elif column.startswith(("Avg Drop", "Incr Conf")):
-                    cells.append(f"{100 * np.mean(v):.1f} (n={len(v)})")
-                else:
-                    cells.append(f"{np.mean(v):.3f} (n={len(v)})")
+                percent = column.startswith(("Avg Drop", "Incr Conf"))
+                cells.append(_cell(v, self.seed, 100.0 if percent else 1.0) if v else "–")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         if self.pairs:
             lines += ["", "One-part contrasts (P and Q differ in one part's colour): share of positive energy on that part", ""]
             lines += ["| model | plain map of P | share | contrastive map P vs Q | share | ratio |", "|---|---|---|---|---|---|"]
             for row, values in self.pairs.items():
-                lines.append(_pair_row(row.split(" | "), values["plain"], values["contrastive"], both_counts=True))
+                lines.append(_pair_row(row.split(" | "), values["plain"], values["contrastive"], self.seed))
             for part in CLASS_PARTS:
                 for row, values in self.pairs.items():
                     if values.get(f"plain {part}"):
                         model, plain, contrastive = row.split(" | ")
                         names = (f"{model}, {part} only", plain, contrastive)
-                        lines.append(_pair_row(names, values[f"plain {part}"], values[f"contrastive {part}"], both_counts=False))
+                        lines.append(_pair_row(names, values[f"plain {part}"], values[f"contrastive {part}"], self.seed))
         return "\n".join(lines)
 
 
-def _pair_row(names, plain: list[float], contrastive: list[float], both_counts: bool) -> str:
-    (model, plain_name, contrastive_name), n = names, len(plain)
+def _pair_row(names, plain: list[float], contrastive: list[float], seed: int) -> str:
+    model, plain_name, contrastive_name = names
     a, b = np.mean(plain), np.mean(contrastive)
-    second = f"{b:.3f} (n={n})" if both_counts else f"{b:.3f}"
     ratio = b / a if a else float("inf")
-    return f"| {model} | {plain_name} | {a:.3f} (n={n}) | {contrastive_name} | {second} | {ratio:.2f} |"
+    return f"| {model} | {plain_name} | {_cell(plain, seed)} | {contrastive_name} | {_cell(contrastive, seed)} | {ratio:.2f} |"
+
+
+def _cell(values: list[float], seed: int, scale: float = 1.0) -> str:
+    """mean [95 % bootstrap interval] n=..."""
+    low, high = metrics.bootstrap_interval(values, seed)
+    digits = 1 if scale != 1.0 else 3
+    return f"{scale * np.mean(values):.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}] n={len(values)}"
 
 
 def _predictor(spec: ModelSpec):
@@ -102,14 +131,23 @@ def _maps(explainer: Explainer, images: torch.Tensor, requests: list[ExplainRequ
     return out
 
 
-def _faithfulness(report: Report, row: str, predict, image: torch.Tensor, heatmap: np.ndarray, target: int, steps: int) -> None:
+def _faithfulness(
+    report: Report, row: str, predict, image: torch.Tensor, heatmap: np.ndarray, target: int, steps: int, mean: torch.Tensor
+) -> None:
+    """``mean``: the dataset-mean image (C, H, W), the third Average Drop baseline."""
     report.rows[row]["deletion AUC ↓"].append(metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
     report.rows[row]["insertion AUC ↑"].append(
         metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
     )
-    drop, increase = metrics.confidence_change(predict, image, heatmap, target)
-    report.rows[row]["Avg Drop % ↓"].append(drop)
-    report.rows[row]["Incr Conf % ↑"].append(increase)
+    for name, baseline in zip(BASELINES, (None, metrics.blurred(image), mean)):
+        drop, increase = metrics.confidence_change(predict, image, heatmap, target, baseline)
+        report.rows[row][f"Avg Drop % ↓ ({name})"].append(drop)
+        report.rows[row][f"Incr Conf % ↑ ({name})"].append(increase)
+
+
+def _mean_image(images: torch.Tensor) -> torch.Tensor:
+    """The per-channel mean of ``images`` (N, C, H, W), as one image (C, H, W)."""
+    return images.mean(dim=(0, 2, 3))[:, None, None].expand(images.shape[1:])
 
 
 @dataclass
@@ -118,8 +156,9 @@ class _Flowers:
 
     flowers: list
     images: torch.Tensor
-    grids: list
-    grid_images: torch.Tensor
+    mean: torch.Tensor  # the dataset-mean image, a baseline of Average Drop / Increase in Confidence
+    grid_cells: list[tuple[Grid, int]]  # (mixed grid, scored cell)
+    fair_cells: list[tuple[Grid, int]]  # (fair grid, its target's cell)
 
 
 def run(
@@ -133,12 +172,12 @@ def run(
     steps: int = 32,
 ) -> Report:
     """``steps``: pixel chunks of the deletion and insertion curves."""
-    report = Report()
+    report = Report(seed=seed)
     flowers = generate(n_images, seed, labels=balanced_labels(n_images))
     grids = [make_grid(seed + 1, g) for g in range(n_grids)]
-    data = _Flowers(
-        flowers, torch.stack([_to_tensor(f.image) for f in flowers]), grids, torch.stack([_to_tensor(g.image) for g in grids])
-    )
+    images = torch.stack([_to_tensor(f.image) for f in flowers])
+    fair = [make_fair_grid(seed + 2, g) for g in range(4 * n_grids)]  # as many scored cells as the mixed grids
+    data = _Flowers(flowers, images, _mean_image(images), [(g, c) for g in grids for c in range(4)], fair)
     figure_maps: dict[str, list[np.ndarray]] = {}
     total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (3 if photos else 0)
     bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
@@ -152,9 +191,23 @@ def run(
     return report
 
 
+def _grid_scores(explainer: Explainer, method: str, cells: list[tuple[Grid, int]]) -> list[float]:
+    """Grid pointing game of ``method`` for each (grid, scored cell); B-cos scores its signed
+    contributions (positive part), the CAMs their heatmaps."""
+    if not cells:
+        return []
+    images = torch.stack([_to_tensor(grid.image) for grid, _ in cells])
+    explanations = _maps(explainer, images, [ExplainRequest(method, target=grid.labels[c]) for grid, c in cells])
+    scores = []
+    for (_, c), e in zip(cells, explanations):
+        saliency = e.contributions if e.contributions is not None else e.heatmap
+        scores.append(metrics.grid_pointing_game(saliency, c))
+    return scores
+
+
 def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, bar, steps: int) -> None:
     spec = load_model(name)
-    explainer = Explainer(spec)
+    explainer = Explainer(spec, scorecam_chunk=64)  # the chunk changes speed, not the maps
     predict = _predictor(spec)
     labels = [f.label for f in data.flowers]
     accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(data.images), labels)]))
@@ -167,7 +220,9 @@ def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, 
         key = f"{name} | {plain} of P | {contrastive} P vs Q"
         explanations = _contrasts(report, key, contrastive, explainer, data, plain_maps[plain])
         # the figure's contrastive column: each of the first three images against its petals contrast
-        figure_maps[f"{name} / {contrastive} (vs other petals)"] = [explanations[3 * k].heatmap for k in range(3)]
+        figure_maps[f"{name} / {contrastive} (vs other petals)"] = [
+            explanations[3 * k].heatmap for k in range(min(3, len(data.flowers)))
+        ]
         bar.update()
 
 
@@ -178,13 +233,9 @@ def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, f
     for f, image, e in zip(data.flowers, data.images, explanations):
         report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
         report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
-        _faithfulness(report, row, predict, image, e.heatmap, f.label, steps)
-    cells = [(g, c) for g in range(len(data.grids)) for c in range(4)]
-    grid_requests = [ExplainRequest(method, target=data.grids[g].labels[c]) for g, c in cells]
-    grid_maps = _maps(explainer, data.grid_images[[g for g, _ in cells]], grid_requests)
-    for (g, c), e in zip(cells, grid_maps):
-        saliency = e.contributions if e.contributions is not None else e.heatmap
-        report.rows[row]["grid PG"].append(metrics.grid_pointing_game(saliency, c))
+        _faithfulness(report, row, predict, image, e.heatmap, f.label, steps, data.mean)
+    report.rows[row]["grid PG mixed"] += _grid_scores(explainer, method, data.grid_cells)
+    report.rows[row]["grid PG fair"] += _grid_scores(explainer, method, data.fair_cells)
     figure_maps[row] = [e.heatmap for e in explanations[:3]]
     if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
         figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
@@ -227,13 +278,14 @@ def _photos(report: Report, bar, steps: int) -> None:
         bar.update(3)
         return
     x = torch.stack(views)
+    mean = _mean_image(x)
     targets = [int(p.argmax()) for p in predict(x)]
     for method, request in (("gradcam", {}), ("scorecam (64 channels)", {"channels": 64}), ("scorecam (all channels)", {})):
         row = f"efficientnet_lite0 / {method}, real photos"
         name = method.split()[0]
         explanations = _maps(explainer, x, [ExplainRequest(name, target=t, **request) for t in targets], chunk=5)
         for image, e, t in zip(x, explanations, targets):
-            _faithfulness(report, row, predict, image, e.heatmap, t, steps)
+            _faithfulness(report, row, predict, image, e.heatmap, t, steps, mean)
         bar.update()
 
 

@@ -137,14 +137,16 @@ def scale_cams(cams: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor,
     The same steps and arithmetic as pytorch-grad-cam (scale_cam_image, whose cv2.resize
     upsamples with half-pixel centres, i.e. align_corners=False, then its final rescale).
     """
-    layer_maps = _minmax(cams)
+    layer_maps = minmax(cams)
     heatmaps = F.interpolate(layer_maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return layer_maps, _minmax(heatmaps)
+    return layer_maps, minmax(heatmaps)
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
+def minmax(maps: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
+    """Per-map (B, h, w) min-max to [0, 1]; ``eps=0`` divides exactly (a constant map gives 0)."""
     shifted = maps - maps.flatten(1).min(1).values[:, None, None]
-    return shifted / (shifted.flatten(1).max(1).values[:, None, None] + _EPS)
+    top = shifted.flatten(1).max(1).values[:, None, None]
+    return shifted / (top + eps) if eps else shifted / torch.where(top > 0, top, torch.ones_like(top))
 
 
 def cam_explanations(batch: MethodBatch, cams: torch.Tensor, timings: list[float] | None = None) -> list[Explanation]:

@@ -3,12 +3,15 @@ map, used as a mask on the input, alone keeps the target's score.
 
 Gradient-free. Two named weightings:
 
-- ``probability`` (the paper authors' code): H_k = minmax(upsample(A_k)) with bilinear
-  ``align_corners=False``; alpha_k = softmax over classes of f(X * H_k) at the target;
-  constant channels carry no mask and get alpha_k = 0.
+- ``probability`` (the paper authors' code, haofanwang/Score-CAM cam/scorecam.py):
+  H_k = minmax(upsample(A_k)) with bilinear ``align_corners=False``; alpha_k = softmax over
+  classes of f(X * H_k) at the target; constant channels carry no mask and get alpha_k = 0.
+  The map is theirs too (``authors_map``): upsample sum_k alpha_k A_k to the input size,
+  then ReLU, then one min-max there.
 - ``channel_softmax`` (pytorch-grad-cam's ScoreCAM): H_k = (u - min) / (max - min + 1e-8)
   of u = upsample(A_k) with ``align_corners=True``; alpha = softmax over channels of the
-  target logits f(X * H_k).
+  target logits f(X * H_k). The map is pytorch-grad-cam's (``base.scale_cams``): ReLU and
+  min-max at layer size, upsample, min-max again.
 
 Every channel whose map is constant gives the all-zero mask, so the same masked input:
 it is scored once, which keeps the result exact.
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from whyserve.errors import InvalidOption
-from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest, cam_explanations, weighted_cam
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest, cam_explanations, minmax, weighted_cam
 from whyserve.methods.registry import register
 
 WEIGHTINGS = ("probability", "channel_softmax")
@@ -74,7 +77,7 @@ class ScoreCAM(Method):
         return float(layer_channels if channels is None else min(channels, layer_channels))
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
-        cams, timings = [], []
+        cams, timings, authors = [], [], {}
         for i, target, request in zip(batch.rows, batch.targets, batch.requests):
             start = time.perf_counter()
             options = request.options
@@ -89,8 +92,13 @@ class ScoreCAM(Method):
                 options.channels,
             )
             cams.append(weighted_cam(weights[None], activations[None])[0])
+            if options.weighting == "probability":  # the authors' map, scaled once at input size
+                authors[len(cams) - 1] = authors_map(weights, activations, tuple(batch.images.shape[-2:]))
             timings.append((time.perf_counter() - start) * 1e3)
-        return cam_explanations(batch, torch.stack(cams), timings)
+        explanations = cam_explanations(batch, torch.stack(cams), timings)
+        for k, (layer_map, heatmap) in authors.items():
+            explanations[k].layer_heatmap, explanations[k].heatmap = layer_map.cpu().numpy(), heatmap.cpu().numpy()
+        return explanations
 
 
 def scorecam_weights(
@@ -143,3 +151,13 @@ def _score(logits: torch.Tensor, target: int, weighting: str) -> torch.Tensor:
     if weighting == "probability":
         return torch.softmax(logits.float(), dim=1)[:, target]
     return logits[:, target].float()
+
+
+def authors_map(weights: torch.Tensor, activations: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' post-processing for weights (K,) and activations (K, h, w): the layer-size
+    map minmax(ReLU(sum_k w_k A_k)) (for display) and the heatmap minmax(ReLU(upsample(sum_k
+    w_k A_k))) at ``size``. Upsampling is linear, so upsampling the sum equals their sum of
+    upsampled maps; a constant map gives zeros (where the authors return None)."""
+    cam = torch.einsum("k,khw->hw", weights, activations)[None]
+    heatmap = F.interpolate(cam[None], size=size, mode="bilinear", align_corners=False)[0]
+    return minmax(torch.relu(cam))[0], minmax(torch.relu(heatmap), eps=0.0)[0]

@@ -1,8 +1,9 @@
 """The serving layer: the HTTP protocol (framework-neutral) and the adapters that use it.
 
-``protocol``: parse, validate, decode, build responses; ``service``: a batch of requests in,
-one reply each out; ``torchserve``: the base of the TorchServe handlers (duck-typed, no
-TorchServe import); ``launcher``: start/stop a TorchServe and wait until models are READY.
+``protocol``: parse, validate, build responses (``bodies``: bounded JSON/base64/integers;
+``images``: safe decoding); ``cost``: explanation budget and load-time limit checks;
+``service``: a batch of requests in, one reply each out; ``torchserve``: the base of the
+TorchServe handlers (duck-typed, no TorchServe import); ``launcher``: start/stop a TorchServe and wait until models are READY.
 """
 
 from whyserve.serving.protocol import (

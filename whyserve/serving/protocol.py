@@ -3,48 +3,32 @@
 A request arrives as *fields* (the body, or the parts of a multipart form) and *headers*;
 ``parse_payload`` turns them into image bytes and raw options, ``parse_options`` into the
 engine's ``ExplainRequest`` and the response's ``ServeOptions`` (with the model's
-``RequestDefaults``), ``decode_image`` into a PIL image (with a pixel limit against
-decompression bombs). ``build_response`` and ``error_body`` make the JSON the client gets.
+``RequestDefaults``); ``whyserve.serving.images.decode_image`` (re-exported here) turns the
+bytes into a PIL image. ``build_response`` and ``error_body`` make the JSON the client gets.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import io
-import json
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from whyserve.engine import ExplainRequest
 from whyserve.methods import all_methods, get_method
 from whyserve.render import encode, heatmap_image, overlay
+from whyserve.serving.bodies import check_multipart_complete, decode_base64, load_json_object, parse_int, require_object
+from whyserve.serving.errors import ServingError, error_body
+from whyserve.serving.images import DEFAULT_MAX_PIXELS, IMAGE_FORMATS, decode_image
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_FORMATS", "ServingError", "decode_image", "error_body"]  # re-exported
 
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
 OUTPUTS = ("heatmap", "overlay", "values", "bcos_color")
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
-DEFAULT_MAX_PIXELS = 25_000_000
 MAX_TOPK = 100
-
-
-class ServingError(Exception):
-    """A request the server cannot answer, with the HTTP status and what would be valid."""
-
-    def __init__(self, status: int, message: str, valid: list | tuple = (), kind: str = "bad_request") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.valid = [str(v) for v in valid]
-        self.kind = kind
-
-
-def error_body(error: ServingError) -> dict:
-    return {"error": {"code": error.status, "message": error.message, "valid": error.valid}}
 
 
 @dataclass(frozen=True)
@@ -76,6 +60,9 @@ def parse_payload(fields: Mapping[str, object], headers: Mapping[str, object] | 
     """
     options = header_options(headers or {})
     if "image" in fields:  # multipart/form-data
+        check_multipart_complete(fields, headers or {})
+        if isinstance(fields["image"], (list, tuple)):  # a server that keeps repeated parts
+            raise ServingError(400, f"the form has {len(fields['image'])} 'image' parts; one image per request", _REQUEST_FORMS)
         for name, value in fields.items():
             if name != "image":
                 options[name] = _text(value, name)
@@ -85,16 +72,13 @@ def parse_payload(fields: Mapping[str, object], headers: Mapping[str, object] | 
     if body is None:
         body = fields.get("data")
     if isinstance(body, (bytes, bytearray)) and _looks_like_json(body, headers):
-        body = _load_json(bytes(body))
+        body = load_json_object(bytes(body))
     if isinstance(body, str):
-        body = _load_json(body.encode()) if _looks_like_json(body.encode(), headers) else body.encode()
-    if isinstance(body, dict):
+        body = _json_text(body, headers)
+    if not isinstance(body, (bytes, bytearray, str)) and body is not None:  # JSON the server decoded
+        body = require_object(body)
         options.update({k: v for k, v in body.items() if k != "image"})
         return _image_from_json(body), options
-    if isinstance(body, list):
-        raise ServingError(
-            400, "a JSON body must be an object, not an array", ['{"image": "<base64>", "method": ...}'], "bad_json"
-        )
     if body is None:
         named = f" (form fields: {', '.join(sorted(map(str, fields)))})" if fields else ""
         raise ServingError(
@@ -120,6 +104,17 @@ def _looks_like_json(body: bytes, headers: Mapping[str, object] | None) -> bool:
     return content_type.startswith("application/json") or body.lstrip()[:1] in (b"{", b"[")
 
 
+def _json_text(body: str, headers: Mapping[str, object] | None) -> dict | bytes:
+    """A str body: JSON text, or (with a JSON Content-Type) a JSON string the server decoded."""
+    if _looks_like_json(body.encode(), headers):
+        if body.lstrip()[:1] in ("{", "["):
+            return load_json_object(body.encode())
+        raise ServingError(
+            400, "a JSON body must be an object, not a string", ['{"image": "<base64>", "method": ...}'], "bad_json"
+        )
+    return body.encode()
+
+
 def _content_type(headers: Mapping[str, object] | None) -> str:
     for name, value in (headers or {}).items():
         if isinstance(name, str) and name.lower() == "content-type" and isinstance(value, str):
@@ -130,15 +125,6 @@ def _content_type(headers: Mapping[str, object] | None) -> str:
     return ""
 
 
-def _load_json(raw: bytes) -> object:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ServingError(
-            400, f"the body is not valid JSON ({error})", ['{"image": "<base64>", "method": ...}'], "bad_json"
-        ) from None
-
-
 def _image_from_json(body: dict) -> bytes:
     image = body.get("image")
     if image is None:
@@ -147,12 +133,7 @@ def _image_from_json(body: dict) -> bytes:
         )
     if not isinstance(image, str):
         raise ServingError(400, "'image' must be a base64 string", ["base64 of JPEG/PNG/WebP bytes"], "bad_json")
-    if image.startswith("data:") and "," in image:  # data URL
-        image = image.split(",", 1)[1]
-    try:
-        return base64.b64decode(image, validate=True)
-    except (binascii.Error, ValueError):
-        raise ServingError(400, "'image' is not valid base64", ["base64 of JPEG/PNG/WebP bytes"], "bad_json") from None
+    return decode_base64(image)
 
 
 def _as_bytes(value: object) -> bytes:
@@ -232,21 +213,12 @@ def _check_applies(method: str, contrast: object, own: Mapping[str, object]) -> 
 
 
 def _topk(topk: object) -> int:
-    valid = [f"an integer from 1 to {MAX_TOPK}"]
-    try:
-        if isinstance(topk, (bool, float)):
-            raise ValueError
-        number = int(topk)
-    except (TypeError, ValueError):
-        raise ServingError(400, f"topk: {topk!r} is not an integer", valid, "bad_option") from None
-    if not 1 <= number <= MAX_TOPK:
-        raise ServingError(400, f"topk: {number} is out of range", valid, "bad_option")
-    return number
+    return parse_int(topk, "topk", 1, MAX_TOPK)
 
 
 def _outputs(value: object) -> tuple[str, ...]:
     outputs = [o.strip().lower() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
-    if not isinstance(outputs, list) or not all(isinstance(o, str) and o in OUTPUTS for o in outputs):
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o in OUTPUTS for o in outputs):
         raise ServingError(400, f"outputs: {value!r} is not a list of known outputs", OUTPUTS, "bad_option")
     return tuple(dict.fromkeys(outputs))
 
@@ -258,51 +230,10 @@ def _class_option(value: object, name: str) -> int | str | None:
         raise ServingError(
             400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option"
         )
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    digits = value.strip().lstrip("+-") if isinstance(value, str) else ""
+    if isinstance(value, int) or (digits.isdigit() and digits.isascii()):
+        return parse_int(value, name, -(10**9), 10**9)  # range checked against the model's classes later
     return value
-
-
-# -- images ----------------------------------------------------------------------------------
-
-
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """An RGB image, or ``ServingError``: 400 (not an image, corrupt, truncated),
-    415 (a format other than JPEG/PNG/WebP), 413 (more pixels than ``max_pixels``).
-    The size is checked from the header, before any pixel is decoded."""
-    if not data:
-        raise ServingError(400, "the image is empty (0 bytes)", IMAGE_FORMATS, "empty_body")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ServingError(
-            413, f"the image is a decompression bomb ({error})", [f"at most {max_pixels:,} pixels"], "too_large"
-        ) from None
-    except UnidentifiedImageError:
-        raise ServingError(400, "the body is not an image PIL can identify", IMAGE_FORMATS, "not_an_image") from None
-    except Exception as error:  # noqa: BLE001 - a malformed header can raise anything
-        raise ServingError(400, f"the image header is corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
-    if image.format not in IMAGE_FORMATS:
-        raise ServingError(415, f"image format {image.format} is not supported", IMAGE_FORMATS, "unsupported_format")
-    width, height = image.size
-    if width * height > max_pixels:
-        raise _too_large((width, height), max_pixels)
-    if width < 1 or height < 1:
-        raise ServingError(400, f"the image is {width}x{height} pixels", ["at least 1x1 pixels"], "corrupt_image")
-    try:
-        image.load()
-        return image.convert("RGB")
-    except Exception as error:  # noqa: BLE001 - truncated and corrupt data raise OSError, SyntaxError, ...
-        raise ServingError(400, f"the image data is truncated or corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
-
-
-def _too_large(size: tuple[int, int], max_pixels: int) -> ServingError:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
-    return ServingError(
-        413, f"the image has {what}; the limit is {max_pixels:,}", [f"at most {max_pixels:,} pixels"], "too_large"
-    )
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -19,6 +19,14 @@ from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
 from whyserve.methods import ResolvedRequest
 from whyserve.models import load_model
+from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
+from whyserve.serving.images import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_RESIZED_PIXELS,
+    ImageLimits,
+    decode_image,
+    resize_rule,
+)
 from whyserve.serving.protocol import (
     DEFAULT_MAX_PIXELS,
     NO_EXPLANATION,
@@ -26,7 +34,6 @@ from whyserve.serving.protocol import (
     ServeOptions,
     ServingError,
     build_response,
-    decode_image,
     error_body,
     parse_options,
     parse_payload,
@@ -49,7 +56,12 @@ class ServingConfig:
     scorecam_channels: int | str | None = None  # "all"/None: exact; N: the N most varying channels
     scorecam_chunk: int = 16
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_resized_pixels: int = DEFAULT_MAX_RESIZED_PIXELS  # after the model's resize (a 20000x1 image is huge then)
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     max_response_bytes: int = 1_000_000
+    server_max_response_size: int | None = None  # TorchServe's max_response_size (workers are not told it)
+    explain_budget_s: float | None = None  # refuse requests estimated slower (whyserve.serving.cost); None: no budget
+    heavy_model: str | None = None  # the archive that serves exact methods, named in over-budget errors
     torch_threads: int | None = None  # intra-op threads of this process; None: torch's default
     backend: str = "torch"  # or "onnxruntime": ``weights`` is then an .onnx from `whyserve export-onnx`
     onnx_threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
@@ -93,7 +105,7 @@ class _Prepared:
 
 
 class ExplainService:
-    def __init__(self, config: ServingConfig) -> None:
+    def __init__(self, config: ServingConfig, server: ServerLimits | None = None) -> None:
         self.config = config
         if config.torch_threads:
             # Process-wide. With other busy processes on the same cores, more threads than the
@@ -111,6 +123,31 @@ class ExplainService:
         if config.default_method not in (*self.methods, NO_EXPLANATION):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
         self.defaults = RequestDefaults(config.default_method, self.methods, config.topk, self._method_defaults(config))
+        self.image_limits = ImageLimits(config.max_image_pixels, config.max_resized_pixels, config.max_aspect_ratio)
+        self.resized = resize_rule(self.spec.view)
+        self.budget = self._budget(server or ServerLimits())
+
+    def _budget(self, server: ServerLimits) -> Budget | None:
+        """Calibrated at load when there is a budget or a timeout to fit; fails the load when the
+        settings do not fit the server's limits."""
+        check_response_size(self.config.max_response_bytes, server)
+        if self.config.explain_budget_s is None and server.response_timeout_s is None:
+            return None
+        calibration = calibrate(self.explainer, self.config.scorecam_chunk)
+        budget = Budget(self.config.explain_budget_s, calibration, self.config.heavy_model)
+        check_timeout(budget, [self.explainer.cost(r) for r in self._slowest_requests()], server)
+        return budget
+
+    def _slowest_requests(self) -> list[ResolvedRequest]:
+        """Each served method with the model's defaults, Score-CAM exact (what a client may ask)."""
+        slowest = []
+        for name in self.methods:
+            options = {**self.defaults.method_options.get(name, {}), **({"channels": "all"} if name == "scorecam" else {})}
+            try:
+                slowest.append(self.explainer.resolve(ExplainRequest(name, **options)))
+            except InvalidOption:  # e.g. contrastive on a regression model needs a contrast value
+                continue
+        return slowest
 
     def _method_defaults(self, config: ServingConfig) -> dict[str, dict[str, object]]:
         """The config's option defaults of the served methods, checked now (a bad one fails at load)."""
@@ -151,7 +188,9 @@ class ExplainService:
         data, raw = parse_payload(request_fields, headers)
         request, options = parse_options(raw, self.defaults)
         resolved = None if request is None else self._resolve(request)
-        image = decode_image(data, self.config.max_image_pixels)
+        if resolved is not None and self.budget is not None:
+            self.budget.check(resolved, self.explainer.cost(resolved))
+        image = decode_image(data, self.image_limits, self.resized)
         view = self.spec.view(image)
         tensor = self.spec.normalize(view)
         return _Prepared(index, options, resolved, tensor, view if "overlay" in options.outputs else None)
@@ -190,6 +229,8 @@ class ExplainService:
     def _explain(self, batch: list[_Prepared]) -> list[Reply]:
         images = torch.stack([item.tensor for item in batch])
         result = self.explainer.explain(images, [item.request for item in batch])
+        if self.budget is not None:
+            self.budget.observe(result.timing_ms["predict"] / 1e3 / len(batch))
         replies = []
         for row, item in enumerate(batch):
             explanation = result.explanations[row]

@@ -16,6 +16,7 @@ Settings come from the ``handler`` section of the archive's model-config.yaml (s
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from http import HTTPStatus
@@ -23,6 +24,7 @@ from http import HTTPStatus
 import numpy as np
 
 from whyserve.serving import envelopes
+from whyserve.serving.cost import ServerLimits
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class _Dimension:
 
     def to_dict(self) -> dict:
         return {"Name": self.name, "Value": self.value}
+
+
+DEFAULT_MAX_RESPONSE_SIZE = 6_553_500  # TorchServe 0.12's default max_response_size
 
 
 class TorchServeHandler:
@@ -64,7 +69,8 @@ class TorchServeHandler:
             serialized = ((getattr(context, "manifest", None) or {}).get("model") or {}).get("serializedFile")
             if serialized:
                 settings["weights"] = os.path.join(model_dir, serialized)
-        self.service = ExplainService(ServingConfig.from_dict(settings))
+        config = ServingConfig.from_dict(settings)
+        self.service = ExplainService(config, self._server_limits(yaml_config, config))
         logger.info(
             "whyserve: model %s, layer %s, methods %s, default %s",
             settings["model"],
@@ -73,6 +79,17 @@ class TorchServeHandler:
             self.service.config.default_method,
         )
         self.initialized = True
+
+    @staticmethod
+    def _server_limits(yaml_config: dict, config: ServingConfig) -> ServerLimits:
+        """TorchServe's limits this model must fit: batchSize and responseTimeout from the
+        model-config; max_response_size is not given to workers, so the handler section says it
+        (``server_max_response_size``, TorchServe's default 6553500 when absent)."""
+        return ServerLimits(
+            batch_size=int(yaml_config.get("batchSize", 1)),
+            response_timeout_s=float(yaml_config.get("responseTimeout", 120)),
+            max_response_size=config.server_max_response_size or DEFAULT_MAX_RESPONSE_SIZE,
+        )
 
     def handle(self, data, context) -> list:
         envelope = _envelope(data, context)
@@ -125,13 +142,27 @@ class TorchServeHandler:
             return
         try:
             if reply.explain_ms is not None:
-                metrics.add_time(
-                    "ExplanationLatency", round(reply.explain_ms, 2), index, "ms", [_Dimension("Method", reply.method)]
+                # A Prometheus histogram; TorchServe 0.12 gives it the client's default buckets
+                # (5 ms to 10 s), so the value is in seconds.
+                metrics.add_metric(
+                    "ExplanationLatency",
+                    round(reply.explain_ms / 1e3, 4),
+                    "s",
+                    index,
+                    [_Dimension("Method", reply.method)],
+                    metric_type=_histogram_type(metrics),
                 )
             if reply.error_kind is not None:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
         except Exception:  # noqa: BLE001 - metrics never fail a request
             logger.warning("could not record metrics", exc_info=True)
+
+
+def _histogram_type(metrics) -> object:
+    """``ts.metrics.metric_type_enum.MetricTypes.HISTOGRAM`` without importing TorchServe: the
+    enum class is the type of ``add_time``'s default ``metric_type``."""
+    default = inspect.signature(metrics.add_time).parameters["metric_type"].default
+    return type(default)("histogram")
 
 
 _NUMPY = {"INT64": np.int64, "FP32": np.float32, "BYTES": np.str_}
