@@ -64,7 +64,8 @@ def build(
     settings = config.get("handler", {})
     source = weights_file(settings.get("model", model))  # from the model registry
     target, stamp = export_path / f"{name}.mar", export_path / f".{name}.inputs"
-    digest = _digest(config, settings, source)
+    extras = extra_files(settings)
+    digest = _digest(config, settings, source, extras)
     if target.exists() and not force and stamp.exists() and stamp.read_text() == digest:
         print(f"{target} is up to date")  # checked before any export: exporting takes a while
         return target
@@ -78,13 +79,21 @@ def build(
             tmp_config.write_text(yaml.safe_dump(config, sort_keys=False))
         else:
             shutil.copy(config_path, tmp_config)  # keeps the comments
-        _archive(name, tmp_config, weights, export_path)
+        _archive(name, tmp_config, weights, export_path, extras)
     stamp.write_text(digest)
     print(f"built {target}")
     return target
 
 
-def _digest(config: dict, settings: dict, weights: Path | None) -> str:
+def extra_files(settings: dict) -> list[Path]:
+    """Files the handler reads from the archive besides the weights: VEBI's relevance file
+    (``handler.vebi_relevance``, a file name in whyserve/models/weights/, ``whyserve vebi-fit``)."""
+    from whyserve.models.flowers import WEIGHTS
+
+    return [WEIGHTS / settings["vebi_relevance"]] if settings.get("vebi_relevance") else []
+
+
+def _digest(config: dict, settings: dict, weights: Path | None, extras: list[Path]) -> str:
     """What the archive is built from: its config, the handler, the weights (and the engine
     version, for the .onnx an export writes from them)."""
     digest = hashlib.sha256()
@@ -92,10 +101,12 @@ def _digest(config: dict, settings: dict, weights: Path | None) -> str:
         digest.update(part.encode())
     if weights is not None:
         digest.update(str(weights.stat().st_mtime_ns).encode())
+    for extra in extras:
+        digest.update(extra.read_bytes())
     return digest.hexdigest()
 
 
-def _archive(name: str, config: Path, weights: Path | None, export_path: Path) -> None:
+def _archive(name: str, config: Path, weights: Path | None, export_path: Path, extras: list[Path]) -> None:
     command = [
         str(Path(sys.executable).parent / "torch-model-archiver"),
         "--model-name", name,
@@ -107,6 +118,8 @@ def _archive(name: str, config: Path, weights: Path | None, export_path: Path) -
     ]  # fmt: skip
     if weights is not None:
         command += ["--serialized-file", str(weights)]
+    if extras:
+        command += ["--extra-files", ",".join(str(e) for e in extras)]
     if not Path(command[0]).exists():
         command[0] = shutil.which("torch-model-archiver") or "torch-model-archiver"
     subprocess.run(command, check=True)

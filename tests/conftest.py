@@ -35,6 +35,15 @@ def effnet_explainer(effnet):
     return Explainer(effnet)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For loops of many small passes (FGVis): contending threads on a busy CPU make them crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- serving: the service in-process, and (for modules that define ``server``) a TorchServe ------
 
 

@@ -96,7 +96,7 @@ def test_bcos_on_a_model_without_it_names_the_models_methods():
     with pytest.raises(InvalidOption) as error:
         Explainer(cnn).explain(torch.zeros(1, 3, 96, 96), [ExplainRequest("bcos")])
     assert error.value.option == "method"
-    assert error.value.valid == ["gradcam", "contrastive", "scorecam"]
+    assert error.value.valid == ["gradcam", "contrastive", "scorecam", "vebi"]
 
 
 def test_contrast_is_refused_for_methods_without_one(bcos):

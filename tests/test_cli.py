@@ -66,4 +66,7 @@ def test_python_m_whyserve_lists_every_registered_method():
     import sys
 
     done = subprocess.run([sys.executable, "-m", "whyserve", "explain", "--help"], capture_output=True, text=True, check=True)
-    assert "{gradcam,contrastive,scorecam,bcos}" in done.stdout and "100% confidence" in done.stdout
+    from whyserve.methods import method_names
+
+    assert {"gradcam", "contrastive", "scorecam", "bcos", "vebi"} <= set(method_names())
+    assert "{" + ",".join(method_names()) + "}" in done.stdout and "100% confidence" in done.stdout

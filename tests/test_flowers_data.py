@@ -105,3 +105,26 @@ def test_fair_grid_puts_the_complement_class_in_every_other_cell():
                 assert all(class_bits(label)[p] != class_bits(target)[p] for p in ("petals", "centre", "leaves"))
         cells.add(cell)
     assert cells == {0, 1, 2, 3}
+
+
+def test_single_part_flowers_have_exactly_one_class_coloured_part():
+    from whyserve.data.flowers import (
+        CLASS_PARTS,
+        COLOURS,
+        JITTER,
+        NEUTRAL,
+        SINGLE_CLASSES,
+        generate_single_part,
+        make_single_part_flower,
+    )
+
+    flowers = generate_single_part(24, seed=31)
+    assert {f.label for f in flowers} == set(range(6))
+    for f in flowers:
+        part, k = SINGLE_CLASSES[f.label]
+        assert f.evidence_parts == (part,) and np.array_equal(f.evidence_mask, f.masks[part])
+        assert np.abs(np.subtract(f.colours[part], COLOURS[part][k][1])).max() <= JITTER
+        for other in set(CLASS_PARTS) - {part}:  # every other class part is neutral
+            assert min(np.abs(np.subtract(f.colours[other], c)).max() for _, c in NEUTRAL) <= JITTER
+    again = make_single_part_flower(31, 5)
+    assert np.array_equal(again.image, flowers[5].image) and again.label == flowers[5].label

@@ -31,7 +31,7 @@ def test_specs_and_weights_ship_with_the_package():
     assert (WEIGHTS / "flowers_bcos.pt").stat().st_size < 1_000_000
     cnn, bcos = load_model("flowers_cnn"), load_model("flowers_bcos")
     assert cnn.class_names == bcos.class_names == CLASS_NAMES and len(CLASS_NAMES) == 8
-    assert cnn.methods == ("gradcam", "contrastive", "scorecam")
+    assert cnn.methods == ("gradcam", "contrastive", "scorecam", "vebi")  # vebi: it has a relevance file
     assert bcos.methods == ("gradcam", "contrastive", "scorecam", "bcos")
     assert cnn.input_size == (96, 96)
 
@@ -53,3 +53,18 @@ def test_bcos_model_has_no_biases():
     names = [n for n, _ in spec.module.named_parameters()]
     assert not [n for n in names if "bias" in n], names
     assert all(getattr(m, "bias", None) in (None, False) for m in spec.module.modules())
+
+
+def test_single_part_model_reaches_97_percent_on_fresh_single_part_flowers():
+    from whyserve.data.flowers import SINGLE_CLASS_NAMES, generate_single_part
+
+    spec = load_model("flowers_part")
+    assert spec.class_names == SINGLE_CLASS_NAMES and len(SINGLE_CLASS_NAMES) == 6
+    flowers = generate_single_part(300, seed=20260)  # neither training (1) nor its held-out set (2)
+    assert all(f.evidence_parts == (("petals", "centre", "leaves")[f.label // 2],) for f in flowers)
+    images, labels = as_arrays(flowers)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    with torch.inference_mode():
+        predicted = torch.cat([spec.module(x[i : i + 100]).argmax(1) for i in range(0, len(x), 100)])
+    accuracy = float((predicted == torch.from_numpy(labels)).float().mean())
+    assert accuracy >= 0.97, f"flowers_part: {accuracy:.2%}"

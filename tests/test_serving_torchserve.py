@@ -181,3 +181,26 @@ def test_whyserve_client_writes_the_overlay(url, tmp_path, capsys):
     assert Image.open(tmp_path / "chelsea_heatmap.png").size == (224, 224)
     assert main(["client", "chelsea", "--url", url, "--target", "9999", "--out", str(tmp_path)]) == 1
     assert "HTTP 400: target: class index 9999 is out of range" in capsys.readouterr().err
+
+
+def test_fgvis_in_a_mixed_batch_keeps_each_target(url, chelsea):
+    cases = [
+        raw(chelsea, method="fgvis", target=281, iterations=3),
+        as_json(chelsea, method="gradcam", target=285),
+        multipart(chelsea, method="fgvis", target=282, game="preservation", iterations=3, outputs="heatmap,explanation_image"),
+        raw(chelsea, method="fgvis", iterations=2, defense="off"),
+    ]
+    responses = concurrently(url, cases)
+    for response in responses:
+        assert response.status_code == 200, response.text
+    bodies = [r.json() for r in responses]
+    targets = [b["explanation"]["target"]["index"] for b in bodies]
+    assert targets == [281, 285, 282, bodies[3]["predictions"][0]["index"]]
+    assert [b["explanation"]["method"] for b in bodies] == ["fgvis", "gradcam", "fgvis", "fgvis"]
+    details = [bodies[i]["explanation"]["details"] for i in (0, 2, 3)]
+    assert [d["game"] for d in details] == ["deletion", "preservation", "deletion"]
+    assert [d["defense"] for d in details] == [True, True, False]
+    assert all(d["iterations"] <= 3 and 0 <= d["probability"] <= 1 for d in details)
+    assert bodies[2]["explanation"]["explanation_image"]["width"] == 224
+    for body in bodies:
+        heatmap(body)

@@ -13,16 +13,19 @@ from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption
 from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
+from whyserve.methods.fgvis import GAMES, REFERENCES
 from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
+from whyserve.vebi import command as vebi_command
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck):
+    adders = (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck)
+    for add in (*adders, vebi_command.add_parser):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -48,6 +51,8 @@ def _add_explain(commands) -> None:
     explain.add_argument("--weighting", default="probability", choices=WEIGHTINGS, help="Score-CAM weighting")
     explain.add_argument("--layer", help="target layer (module name; default: the last spatial feature layer)")
     explain.add_argument("--channels", type=_channels, help="Score-CAM: 'all' (exact, default) or the N most varying")
+    _add_fgvis_options(explain)
+    explain.add_argument("--features", type=int, help="VEBI: how many relevant features to show (default: 3)")
     explain.add_argument("--topk", type=int, default=5)
     explain.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     explain.set_defaults(run=_explain)
@@ -64,6 +69,7 @@ def _add_client(commands) -> None:
     client.add_argument("--contrast", help="contrastive and bcos: the class Q in 'why P, rather than Q?'")
     client.add_argument("--weighting", choices=WEIGHTINGS, help="Score-CAM weighting")
     client.add_argument("--channels", help="Score-CAM: 'all' (exact) or N most varying channels (default: the model's)")
+    _add_fgvis_options(client)
     client.add_argument("--topk", type=int, default=5)
     client.add_argument("--token", help="inference token (Authorization: Bearer) when token auth is on")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds (exact Score-CAM takes a while on a CPU)")
@@ -144,6 +150,10 @@ def _explain(args: argparse.Namespace) -> int:
     spec = load_model(args.model, args.weights)
     explainer = Explainer(spec, layer=args.layer)
     options = {"weighting": args.weighting, "channels": args.channels} if args.method == "scorecam" else {}
+    if args.method == "fgvis":
+        options = {name: getattr(args, name.replace("lambda", "lam")) for name in FGVIS_OPTIONS}
+    if args.method == "vebi" and args.features is not None:
+        options = {"features": args.features}
     request = explainer.resolve(ExplainRequest(args.method, args.target, args.contrast, **options))
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -161,8 +171,11 @@ def _explain(args: argparse.Namespace) -> int:
         what = _describe(explanation.method, _label(explanation.target, names), _label(explanation.contrast, names))
         stem = args.out / Path(path).stem
         heatmap_image(explanation.heatmap).save(f"{stem}_heatmap.png")
+        if explanation.image is not None:  # FGVis: the explanation image e, a valid model input
+            Image.fromarray(explanation.image).save(f"{stem}_explanation.png")
         Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(overlay(view, explanation.heatmap), what)))
-        tqdm.write(_report(name, result.topk(0, args.topk, names), f"{what}: {stem}_overlay.png, {stem}_heatmap.png"))
+        shown = f"{what}: {stem}_overlay.png, {stem}_heatmap.png" + _features(explanation.features)
+        tqdm.write(_report(name, result.topk(0, args.topk, names), shown))
     return 1 if failures else 0
 
 
@@ -173,6 +186,7 @@ def _client(args: argparse.Namespace) -> int:
 
     path = _resolve_image(args.image)
     options = {k: getattr(args, k) for k in ("method", "target", "contrast", "weighting", "channels")}
+    options |= {k: getattr(args, k.replace("lambda", "lam")) for k in FGVIS_OPTIONS}
     try:
         result = Client(args.url, token=args.token, timeout=args.timeout).explain(path, topk=args.topk, **options)
     except ServerError as error:
@@ -254,6 +268,25 @@ def _eval(args: argparse.Namespace) -> int:
     print(report.markdown())
     print(f"\nfigure: {args.figure}")
     return 0
+
+
+FGVIS_OPTIONS = ("game", "iterations", "lr", "lambda", "defense", "reference")
+
+
+def _add_fgvis_options(parser: argparse.ArgumentParser) -> None:
+    """FGVis's options (whyserve.methods.fgvis); omitted ones take the method's defaults."""
+    parser.add_argument("--game", choices=GAMES, help="FGVis: deletion (default) or preservation")
+    parser.add_argument("--iterations", type=int, help="FGVis: the most optimisation steps (default 100)")
+    parser.add_argument("--lr", type=float, help="FGVis: step size of the mask (default 0.1)")
+    parser.add_argument("--lambda", dest="lam", type=float, help="FGVis: weight of the L1 term (default per game)")
+    parser.add_argument("--defense", choices=("on", "off"), help="FGVis: the gradient-filter defense (default on)")
+    parser.add_argument("--reference", choices=REFERENCES, help="FGVis: what a deleted pixel becomes (default black)")
+
+
+def _features(features: list[dict] | None) -> str:
+    """VEBI's features shown, one line each (nothing for other methods)."""
+    rows = [f"\n    feature {f['layer']}:{f['channel']}  relevance {f['relevance']:.4f}" for f in features or []]
+    return "".join(rows)
 
 
 def _channels(value: str) -> int | None:

@@ -17,6 +17,7 @@ from whyserve.backends import Backend
 from whyserve.backends.torch_backend import TorchBackend
 from whyserve.errors import InvalidOption
 from whyserve.methods import Explanation, Method, MethodBatch, Needs, ResolvedRequest, all_methods
+from whyserve.methods.registry import requirement_of
 from whyserve.models import ModelSpec
 from whyserve.targets import resolve_class
 
@@ -89,8 +90,10 @@ class Explainer:
         raise ``InvalidOption`` naming what this model cannot answer."""
         method = self.methods.get(request.method)
         if method is None:
-            valid = tuple(self.methods)
-            raise InvalidOption("method", f"{request.method!r} is not supported by model {self.spec.name!r}", valid)
+            why = requirement_of(request.method)
+            raise InvalidOption(
+                "method", f"{request.method!r} is not supported by model {self.spec.name!r}{why}", tuple(self.methods)
+            )
         target = None if request.target is None else self._class(request.target, "target")
         resolved = ResolvedRequest(
             method, target, self._contrast(method, request.contrast), method.parse_options(request.options)

@@ -76,6 +76,7 @@ class Flower:
     label: int
     masks: dict[str, np.ndarray]  # part -> (H, W) bool: the part's visible pixels
     colours: dict[str, tuple[int, int, int]]  # the flat colour each part was drawn in (before noise)
+    evidence_parts: tuple[str, ...] = CLASS_PARTS  # the parts whose colour sets the class
 
     @property
     def flower_mask(self) -> np.ndarray:
@@ -83,8 +84,8 @@ class Flower:
 
     @property
     def evidence_mask(self) -> np.ndarray:
-        """Pixels of the class-defining parts (petals, centre, leaves)."""
-        return np.logical_or.reduce([self.masks[p] for p in CLASS_PARTS])
+        """Pixels of the class-defining parts (petals, centre, leaves; single-part flowers: one part)."""
+        return np.logical_or.reduce([self.masks[p] for p in self.evidence_parts])
 
     def contrast_mask(self, q: int) -> np.ndarray:
         """Ground truth of "why this class, rather than q?" for a q differing in one part."""
@@ -97,20 +98,31 @@ class Flower:
 def make_flower(seed: int, index: int, label: int | None = None, size: int = SIZE) -> Flower:
     """Image ``index`` of ``seed``; its class is drawn from the same generator unless given."""
     rng = np.random.default_rng([seed, index])
-    drawn_label = int(rng.integers(NUM_CLASSES))
-    label = drawn_label if label is None else int(label)
-    if not 0 <= label < NUM_CLASSES:
-        raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}")
-    s = size / SIZE
-
-    image = Image.new("RGB", (size, size), _pastel(rng))
-    _clutter(ImageDraw.Draw(image), rng, size)
-    labels = Image.new("L", (size, size), 0)
-    paint, mark = ImageDraw.Draw(image), ImageDraw.Draw(labels)
-
+    label, image = _background(rng, NUM_CLASSES, label, size)
     bits = class_bits(label)
     colours = {part: _jitter(COLOURS[part][bits[part]][1], rng) for part in CLASS_PARTS}
     colours["stem"] = _stem_colour(rng)
+    return _finish(rng, image, colours, label, CLASS_PARTS, size)
+
+
+def _background(rng: np.random.Generator, classes: int, label: int | None, size: int) -> tuple[int, Image.Image]:
+    """The class (drawn from ``rng`` first, even when given) and the cluttered background."""
+    drawn_label = int(rng.integers(classes))
+    label = drawn_label if label is None else int(label)
+    if not 0 <= label < classes:
+        raise ValueError(f"label must be in 0..{classes - 1}")
+    image = Image.new("RGB", (size, size), _pastel(rng))
+    _clutter(ImageDraw.Draw(image), rng, size)
+    return label, image
+
+
+def _finish(
+    rng: np.random.Generator, image: Image.Image, colours: dict, label: int, evidence: tuple[str, ...], size: int
+) -> Flower:
+    """Draw the flower's parts in ``colours`` on ``image`` (its background), add the noise."""
+    s = size / SIZE
+    labels = Image.new("L", (size, size), 0)
+    paint, mark = ImageDraw.Draw(image), ImageDraw.Draw(labels)
 
     radius = rng.uniform(13, 20) * s  # flower head
     turn = rng.uniform(-0.6, 0.6)  # rotation of the whole flower (radians), about the head
@@ -140,7 +152,7 @@ def make_flower(seed: int, index: int, label: int | None = None, size: int = SIZ
     pixels = pixels + rng.integers(-NOISE, NOISE + 1, size=pixels.shape, dtype=np.int16)
     label_map = np.asarray(labels)
     masks = {part: label_map == _LABELS[part] for part in PARTS}
-    return Flower(np.clip(pixels, 0, 255).astype(np.uint8), label, masks, colours)
+    return Flower(np.clip(pixels, 0, 255).astype(np.uint8), label, masks, colours, evidence)
 
 
 def _leaves_and_petals(polygon, rng, head, down, side, stem_len: float, radius: float, s: float) -> None:
@@ -169,13 +181,44 @@ def generate(n: int, seed: int, labels: list[int] | None = None, size: int = SIZ
     return [make_flower(seed, i, None if labels is None else labels[i], size) for i in range(n)]
 
 
-def balanced_labels(n: int) -> list[int]:
-    return [i % NUM_CLASSES for i in range(n)]
+def balanced_labels(n: int, classes: int = NUM_CLASSES) -> list[int]:
+    return [i % classes for i in range(n)]
 
 
 def as_arrays(flowers: list[Flower]) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, 3) uint8 and labels (N,) int64."""
     return np.stack([f.image for f in flowers]), np.array([f.label for f in flowers], dtype=np.int64)
+
+
+# -- the single-part variant (after an8Flower-single, Oramas et al. 2019) ---------------
+# Six classes, each the colour of exactly one part: red or blue petals, yellow or purple
+# centre, green or orange leaves. The two other class parts take a neutral colour that no
+# class uses, so every class has exactly one discriminative part (``Flower.evidence_mask``).
+
+SINGLE_CLASSES: tuple[tuple[str, int], ...] = tuple((part, k) for part in CLASS_PARTS for k in range(2))
+SINGLE_CLASS_NAMES: tuple[str, ...] = tuple(f"{COLOURS[part][k][0]} {part}" for part, k in SINGLE_CLASSES)
+SINGLE_NUM_CLASSES = len(SINGLE_CLASSES)
+NEUTRAL: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("white", (235, 235, 230)),
+    ("pink", (240, 150, 190)),
+    ("cyan", (60, 200, 210)),
+    ("brown", (125, 85, 50)),
+)
+
+
+def make_single_part_flower(seed: int, index: int, label: int | None = None, size: int = SIZE) -> Flower:
+    """Single-part flower ``index`` of ``seed`` (its own random stream, not ``make_flower``'s)."""
+    rng = np.random.default_rng([seed, index, 1])
+    label, image = _background(rng, SINGLE_NUM_CLASSES, label, size)
+    part, k = SINGLE_CLASSES[label]
+    colours = {p: _jitter(NEUTRAL[int(rng.integers(len(NEUTRAL)))][1], rng) for p in CLASS_PARTS}
+    colours[part] = _jitter(COLOURS[part][k][1], rng)
+    colours["stem"] = _stem_colour(rng)
+    return _finish(rng, image, colours, label, (part,), size)
+
+
+def generate_single_part(n: int, seed: int, labels: list[int] | None = None, size: int = SIZE) -> list[Flower]:
+    return [make_single_part_flower(seed, i, None if labels is None else labels[i], size) for i in range(n)]
 
 
 @dataclass

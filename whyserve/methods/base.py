@@ -37,6 +37,12 @@ class Explanation:
     # the logit (or logit difference), and the RGBA colour image (H, W, 4) in [0, 1].
     contributions: np.ndarray | None = None
     color_image: np.ndarray | None = None
+    # FGVis only (whyserve.methods.fgvis): the explanation image e as 8-bit RGB (H, W, 3), a valid
+    # model input; ``details``: method facts the response reports (game, iterations, p(e), ...).
+    image: np.ndarray | None = None
+    details: dict[str, object] = field(default_factory=dict)
+    # VEBI only (whyserve.methods.vebi): the features shown, [{layer, channel, relevance}], sorted.
+    features: list[dict] | None = None
 
 
 class Needs(enum.Enum):
@@ -101,6 +107,10 @@ class Method:
     def supports(self, spec: ModelSpec) -> bool:
         """Whether this method can explain ``spec``'s model (B-cos needs a B-cos model)."""
         return True
+
+    def requirement(self) -> str:
+        """What a model needs for this method, said to a client whose model lacks it ("" : nothing to say)."""
+        return ""
 
     def parse_options(self, raw: Mapping[str, object]) -> Any:
         """This method's options from raw values (strings from headers, JSON values); raise

@@ -17,7 +17,7 @@ REGISTRY: dict[str, Method] = {}
 # The listing order of the first methods; any other module under whyserve/methods/ is imported
 # after them (so a new method is its one file), except these helpers.
 BUILTIN = ("gradcam", "contrastive", "scorecam", "bcos")
-_HELPERS = frozenset({"base", "gradient", "registry"})
+_HELPERS = frozenset({"base", "fgvis_defense", "gradient", "registry"})
 _loaded = False
 
 
@@ -34,6 +34,13 @@ def get_method(name: str) -> Method:
     if name not in REGISTRY:
         raise InvalidOption("method", f"unknown method {name!r}", list(REGISTRY))
     return REGISTRY[name]
+
+
+def requirement_of(name: object) -> str:
+    """ "; <what a model needs for method name>" for a registered method that says so, else ""."""
+    _import_builtin()
+    method = REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
+    return f"; {method.requirement()}" if method is not None and method.requirement() else ""
 
 
 def method_names() -> tuple[str, ...]:

@@ -33,6 +33,8 @@ class ModelSpec:
     task: str = "classification"  # or "regression"
     num_outputs: int = 1  # outputs of a model without class names (e.g. a regression head)
     bcos_input: str | None = None  # B-cos models: the module whose output is the encoded input
+    vebi_relevance: Path | None = None  # VEBI's relevance file (``whyserve vebi-fit``); None: no vebi
+    vebi_mu: float | None = None  # the L1 bound ``vebi-fit`` uses for this model (None: 10, the seed code's)
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -2,6 +2,8 @@
 ``scripts/train_flowers.py`` and shipped in ``whyserve/models/weights/``.
 
 - ``flowers_cnn``: a standard CNN (conv-BN-ReLU blocks, global average pooling, linear head).
+- ``flowers_part``: the same CNN with 6 classes, trained on the single-part variant (every
+  class is the colour of exactly one part; ``whyserve.data.flowers.make_single_part_flower``).
 - ``flowers_bcos``: a B-cos CNN as in B-cos v2 (Böhle et al.): B = 2 ``BcosConv2d`` layers
   from the ``bcos`` package, input [r, g, b, 1-r, 1-g, 1-b], no biases anywhere, uncentred
   batch norm without bias (``BatchNormUncentered2d``, bias removed), average pooling. In
@@ -23,7 +25,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from whyserve.data.flowers import CLASS_NAMES, NUM_CLASSES, SIZE
+from whyserve.data.flowers import CLASS_NAMES, NUM_CLASSES, SINGLE_CLASS_NAMES, SINGLE_NUM_CLASSES, SIZE
 from whyserve.models import ModelSpec, load_state_dict_file, register
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -103,7 +105,20 @@ def _load(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module
     return module
 
 
-def _spec(name: str, module: nn.Module, weights: str | Path | None, bcos_input: str | None = None) -> ModelSpec:
+def _relevance(name: str) -> Path | None:
+    """The model's VEBI relevance file (``whyserve vebi-fit``), if one ships."""
+    path = WEIGHTS / f"{name}.vebi.json"
+    return path if path.exists() else None
+
+
+def _spec(
+    name: str,
+    module: nn.Module,
+    weights: str | Path | None,
+    bcos_input: str | None = None,
+    class_names: tuple[str, ...] = CLASS_NAMES,
+    vebi_mu: float | None = None,
+) -> ModelSpec:
     return ModelSpec(
         name=name,
         module=_load(module, weights, name),
@@ -111,14 +126,23 @@ def _spec(name: str, module: nn.Module, weights: str | Path | None, bcos_input: 
         normalize=normalize,
         input_size=(SIZE, SIZE),
         target_layer="blocks.3",  # 64 x 12 x 12, the last feature block
-        class_names=CLASS_NAMES,
+        class_names=class_names,
         bcos_input=bcos_input,
+        vebi_relevance=_relevance(name),
+        vebi_mu=vebi_mu,
     )
 
 
 @register("flowers_cnn")
 def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
-    return _spec("flowers_cnn", FlowersCNN(), weights)
+    # vebi_mu: the L1 bound of VEBI's class weights; 5, the seed code's value for an8Flower
+    return _spec("flowers_cnn", FlowersCNN(), weights, vebi_mu=5.0)
+
+
+@register("flowers_part")
+def flowers_part(weights: str | Path | None = None) -> ModelSpec:
+    module = FlowersCNN(classes=SINGLE_NUM_CLASSES)
+    return _spec("flowers_part", module, weights, class_names=SINGLE_CLASS_NAMES, vebi_mu=5.0)
 
 
 @register("flowers_bcos")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from whyserve.engine import ExplainRequest
 from whyserve.methods import all_methods, get_method
+from whyserve.methods.registry import requirement_of
 from whyserve.render import encode, heatmap_image, overlay
 from whyserve.serving.bodies import check_multipart_complete, decode_base64, load_json_object, parse_int, require_object
 from whyserve.serving.errors import ServingError, error_body
@@ -27,7 +28,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_FORMATS", "ServingError", "decode_image"
 
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
-OUTPUTS = ("heatmap", "overlay", "values", "bcos_color")
+OUTPUTS = ("heatmap", "overlay", "values", "bcos_color", "explanation_image")
 MAX_TOPK = 100
 
 
@@ -196,7 +197,8 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
 def _method(method: object, methods: tuple[str, ...]) -> str:
     valid = (*methods, NO_EXPLANATION)
     if not isinstance(method, str) or method.strip().lower() not in valid:
-        raise ServingError(400, f"method {method!r} is not supported by this model", valid, "bad_option")
+        why = requirement_of(method)
+        raise ServingError(400, f"method {method!r} is not supported by this model{why}", valid, "bad_option")
     return method.strip().lower()
 
 
@@ -271,6 +273,10 @@ def build_response(
         value = _OUTPUT_BUILDERS[output](explanation, view)
         if value is not None:
             body[output] = value
+    if explanation.details:
+        body["details"] = dict(explanation.details)
+    if explanation.features is not None:  # VEBI: the features shown, the "interpretation"
+        body["features"] = explanation.features
     body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
     return {"predictions": predictions, "explanation": body}
 
@@ -300,4 +306,14 @@ def _bcos_color(explanation, view: Image.Image | None) -> dict | None:
     return _picture(Image.fromarray((np.clip(explanation.color_image, 0.0, 1.0) * 255).round().astype(np.uint8), "RGBA"))
 
 
-_OUTPUT_BUILDERS = {"heatmap": _heatmap, "overlay": _overlay, "values": _values, "bcos_color": _bcos_color}
+def _explanation_image(explanation, view: Image.Image | None) -> dict | None:
+    return None if explanation.image is None else _picture(Image.fromarray(explanation.image, "RGB"))
+
+
+_OUTPUT_BUILDERS = {
+    "heatmap": _heatmap,
+    "overlay": _overlay,
+    "values": _values,
+    "bcos_color": _bcos_color,
+    "explanation_image": _explanation_image,
+}

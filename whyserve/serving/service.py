@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -66,6 +67,7 @@ class ServingConfig:
     backend: str = "torch"  # or "onnxruntime": ``weights`` is then an .onnx from `whyserve export-onnx`
     onnx_threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
     method_options: dict[str, dict] | None = None  # per method: defaults of its own options
+    vebi_relevance: str | None = None  # VEBI's relevance file (in an archive: its file name there)
 
     def method_defaults(self) -> dict[str, dict[str, object]]:
         """Per method name, the option defaults this config sets (Score-CAM's have their own keys)."""
@@ -162,6 +164,8 @@ class ExplainService:
     @staticmethod
     def _explainer(config: ServingConfig) -> Explainer:
         spec = load_model(config.model, config.weights if config.backend == "torch" else None)
+        if config.vebi_relevance:
+            spec = replace(spec, vebi_relevance=Path(config.vebi_relevance))
         backend = open_backend(config.backend, spec, config.weights, config.layer, config.onnx_threads)
         return Explainer(spec, scorecam_chunk=config.scorecam_chunk, backend=backend)
 

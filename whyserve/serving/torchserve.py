@@ -63,6 +63,8 @@ class TorchServeHandler:
         if not settings["model"]:
             raise ValueError("model-config.yaml has no handler.model: name the whyserve model to serve")
         model_dir = context.system_properties.get("model_dir") or "."
+        if settings.get("vebi_relevance"):  # carried in the archive (--extra-files)
+            settings["vebi_relevance"] = os.path.join(model_dir, settings["vebi_relevance"])
         if settings.get("weights"):
             settings["weights"] = os.path.join(model_dir, settings["weights"])
         else:
@@ -78,6 +80,8 @@ class TorchServeHandler:
             self.service.methods,
             self.service.config.default_method,
         )
+        if self.service.spec.vebi_relevance is not None:
+            logger.info("whyserve: VEBI relevance file %s", self.service.spec.vebi_relevance)
         self.initialized = True
 
     @staticmethod
