@@ -1,7 +1,7 @@
 """Build whyserve's container images without a registry and ask each for a real prediction +
 explanation from its container (run by tests/test_docker_images.py; CI has no registry either).
 
-    .venv/bin/python scripts/docker_e2e.py            # base, wheels, CPU + GPU builds, CPU container requests
+    .venv/bin/python scripts/docker_e2e.py            # base, wheels, CPU + KServe + GPU builds, container requests
     .venv/bin/python scripts/docker_e2e.py --no-gpu   # skip the GPU image's build
 
 1. Base image: `debootstrap --variant=minbase bookworm` from the Debian mirror apt uses, plus the
@@ -13,12 +13,16 @@ explanation from its container (run by tests/test_docker_images.py; CI has no re
    cannot load PyPI's torchvision, whose _C.so needs libtorch_cuda.so). The builds see them at
    /wheels (podman build -v) and use only them. The torch layer is ~6 GB and podman needs twice
    that while it commits it: the script refuses to build with less than MIN_FREE_GB free.
-3. `podman build` docker/Dockerfile (whyserve:cpu) and docker/Dockerfile.gpu on the same base
-   (whyserve:gpu-build: the CUDA base image and a GPU are not here; the two share the torch
-   layer). Layers and the base stay in podman's store: a rerun rebuilds only what changed.
+   The wheels of requirements/kserve.txt join them (their own stamp; most are already there).
+3. `podman build` docker/Dockerfile (whyserve:cpu), docker/Dockerfile.kserve (whyserve:kserve) and
+   docker/Dockerfile.gpu on the same base (whyserve:gpu-build: the CUDA base image and a GPU are
+   not here); the three share the torch layer. Layers and the base stay in podman's store: a rerun
+   rebuilds only what changed.
 4. Runs whyserve:cpu the way deploy/torchserve/base's Deployment runs it (its args, env, working
    dir and ConfigMap, read-only root filesystem, emptyDirs as tmpfs, uid 1000), published on
-   127.0.0.1 only, waits until every model's worker is READY and sends real requests.
+   127.0.0.1 only, waits until every model's worker is READY and sends real requests; runs
+   whyserve:kserve the way deploy/kserve/native's InferenceService runs it and sends a v1 :predict
+   and a v2 /infer request.
 
 Podman needs docker/podman/containers.conf here (runc; explicit nofile/nproc limits).
 """
@@ -44,6 +48,7 @@ import yaml
 from PIL import Image
 
 from whyserve.photos import photo_path
+from whyserve.serving.envelopes import Output, v2_response
 from whyserve.serving.launcher import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +108,8 @@ def fill_wheels() -> None:
     stamp = WHEELS / ".stamp"
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    for old in WHEELS.glob("*.whl"):
-        old.unlink()
+    for old in [*WHEELS.glob("*.whl"), WHEELS / ".stamp-kserve"]:
+        old.unlink(missing_ok=True)
     WHEELS.mkdir(exist_ok=True)
     run(
         sys.executable,
@@ -122,6 +127,17 @@ def fill_wheels() -> None:
         "onnxruntime-gpu==1.31.1",
         "setuptools",
     )
+    stamp.write_text(wanted)
+
+
+def fill_kserve_wheels() -> None:
+    """The wheels of the KServe runtime's lock file, added to the others (pip skips those already there)."""
+    lock = ROOT / "requirements" / "kserve.txt"
+    stamp = WHEELS / ".stamp-kserve"
+    wanted = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    run(sys.executable, "-m", "pip", "download", "--quiet", "-d", str(WHEELS), "-r", str(lock))
     stamp.write_text(wanted)
 
 
@@ -193,6 +209,12 @@ def pod_of_serving_runtime() -> tuple[dict, dict]:
     return container, {"volumes": runtime["volumes"], "user": container["securityContext"]}
 
 
+def pod_of_inference_service() -> tuple[dict, dict]:
+    """deploy/kserve/native's InferenceService: its predictor's container and volumes."""
+    predictor = next(d for d in rendered("kserve/native") if d["kind"] == "InferenceService")["spec"]["predictor"]
+    return predictor["containers"][0], {"volumes": predictor["volumes"], "user": predictor["securityContext"]}
+
+
 def run_flags(container: dict, pod: dict, files: dict[str, str], files_dir: Path) -> list[str]:
     """podman run flags that give the container what its pod gives it (a ConfigMap volume gets ``files``)."""
     user = pod["user"]
@@ -201,8 +223,7 @@ def run_flags(container: dict, pod: dict, files: dict[str, str], files_dir: Path
         f"{user['runAsUser']}:{user.get('runAsGroup', user['runAsUser'])}",
         "--cap-drop=ALL",
         "--security-opt=no-new-privileges",
-        "-w",
-        container["workingDir"],
+        *(["-w", container["workingDir"]] if "workingDir" in container else []),
         "--memory",
         container["resources"]["limits"]["memory"].replace("Gi", "g"),
     ]
@@ -246,12 +267,16 @@ def explain(url: str, headers: dict[str, str]) -> dict:
         },
     )
     answer.raise_for_status()
-    body = answer.json()
+    return essentials(answer.json())
+
+
+def essentials(body: dict) -> dict:
+    """whyserve's response in brief: top-1, the method, its contrast class, the heatmap's size as decoded."""
     heatmap = Image.open(io.BytesIO(base64.b64decode(body["explanation"]["heatmap"]["data"])))
     return {
         "top1": body["predictions"][0],
         "method": body["explanation"]["method"],
-        "contrast": body["explanation"]["contrast"],
+        "contrast": body["explanation"].get("contrast"),
         "heatmap_size": list(heatmap.size),
     }
 
@@ -349,6 +374,57 @@ def serve_as_kserve_runtime(image: str) -> dict:
             removed(name, failed)
 
 
+def wait_http(url: str, name: str, timeout: float = 600) -> float:
+    """Until ``url`` answers 200 (the readiness probe's request), failing early if the container stopped."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return time.monotonic() - start
+        except requests.ConnectionError:
+            pass
+        state = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Running}}", name], env=ENV, capture_output=True, text=True
+        )
+        if state.stdout.strip() != "true":
+            raise RuntimeError(f"container {name} stopped before {url} answered")
+        time.sleep(2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+def ask_kserve(url: str, model: str) -> dict:
+    """A v1 :predict with a contrastive explanation and a v2 /infer with Grad-CAM, chelsea both times."""
+    photo = base64.b64encode(photo_path("chelsea").read_bytes()).decode("ascii")
+    instance = {"image": {"b64": photo}, "method": "contrastive", "contrast": "Egyptian cat"}
+    v1 = requests.post(f"{url}/v1/models/{model}:predict", json={"instances": [instance]}, timeout=120)
+    v1.raise_for_status()
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [photo]}
+    body = {"id": "e2e", "inputs": [tensor], "parameters": {"method": "gradcam"}}
+    v2 = requests.post(f"{url}/v2/models/{model}/infer", json=body, timeout=120)
+    v2.raise_for_status()
+    outputs = [Output(o["name"], o["datatype"], tuple(o["shape"]), o["data"]) for o in v2.json()["outputs"]]
+    return {"v1": essentials(v1.json()["predictions"][0]), "v2": essentials(v2_response(outputs))}
+
+
+def serve_as_inference_service(image: str) -> dict:
+    """Run ``image`` as deploy/kserve/native's InferenceService runs its predictor, and ask it in both protocols."""
+    container, pod = pod_of_inference_service()
+    name, port, _ = started(image, run_flags(container, pod, {}, Path()), container["args"])
+    failed = True
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ready_s = wait_http(url + container["readinessProbe"]["httpGet"]["path"], name)
+        result = {**ask_kserve(url, container["args"][container["args"].index("--model") + 1]), "ready_s": round(ready_s, 1)}
+        failed = False
+        return result
+    finally:
+        removed(name, failed)
+
+
+def image_gb(image: str) -> float:
+    return round(int(podman("image", "inspect", "--format", "{{.Size}}", image, capture_output=True, text=True).stdout) / 1e9, 2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU image's build")
@@ -357,9 +433,15 @@ def main() -> int:
     ensure_tools()
     make_base()
     fill_wheels()
+    fill_kserve_wheels()
     summary = {"cpu": {"build_s": round(build("Dockerfile", "whyserve:cpu"), 1)}}
     summary["cpu"].update(serve_as_deployment("whyserve:cpu"))
     summary["kserve_torchserve"] = serve_as_kserve_runtime("whyserve:cpu")
+    summary["kserve_native"] = {
+        "build_s": round(build("Dockerfile.kserve", "whyserve:kserve"), 1),
+        "image_gb": image_gb("whyserve:kserve"),
+    }
+    summary["kserve_native"].update(serve_as_inference_service("whyserve:kserve"))
     if not args.no_gpu:
         summary["gpu"] = {"build_s": round(build("Dockerfile.gpu", "whyserve:gpu-build", f"BASE={BASE}"), 1)}
         summary["gpu"].update(gpu_image_facts("whyserve:gpu-build"))

@@ -120,6 +120,10 @@ def test_kserve_native_runs_serve_kserve_on_the_port_it_exposes():
     assert args[:2] == ["whyserve", "serve-kserve"]
     port = int(args[args.index("--http-port") + 1])
     assert container["ports"][0]["containerPort"] == port == container["readinessProbe"]["httpGet"]["port"]
+    # the image's own command, so that `docker run whyserve:kserve` and the InferenceService serve alike
+    dockerfile = (ROOT / "docker" / "Dockerfile.kserve").read_text().splitlines()
+    assert json.loads(next(line for line in dockerfile if line.startswith("CMD ")).removeprefix("CMD ")) == args
+    assert f"EXPOSE {port}" in dockerfile
 
 
 @pytest.mark.parametrize("path", source_yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))

@@ -1,7 +1,9 @@
 """The container images, built and run for real without a registry (scripts/docker_e2e.py):
 whyserve:cpu built from docker/Dockerfile, run as deploy/torchserve/base's Deployment runs it
 (read-only root filesystem, uid 1000, emptyDirs), answers real prediction + explanation requests
-from its container; docker/Dockerfile.gpu builds (its CUDA provider needs a GPU: not here).
+from its container; whyserve:kserve (docker/Dockerfile.kserve), run as deploy/kserve/native's
+InferenceService runs it, answers KServe v1 and v2; docker/Dockerfile.gpu builds (its CUDA provider
+needs a GPU: not here).
 Minutes on a first run (debootstrap, ~3 GB of wheels, two builds); a rerun reuses podman's cache."""
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ def test_cpu_image_serves_kserves_torchserve_layout(summary):
     served = summary["kserve_torchserve"]
     assert served["top1"]["label"] == summary["cpu"]["top1"]["label"]
     assert served["method"] == "contrastive" and served["heatmap_size"] == [224, 224]
+
+
+@pytest.mark.slow
+def test_kserve_image_answers_v1_and_v2_with_explanations(summary):
+    """whyserve:kserve as deploy/kserve/native's predictor runs it (uid 1000, read-only root, /tmp tmpfs):
+    a v1 :predict with contrastive Grad-CAM and a v2 /infer with Grad-CAM, both with the CPU image's top-1."""
+    native = summary["kserve_native"]
+    v1, v2 = native["v1"], native["v2"]
+    assert v1["top1"]["label"] == v2["top1"]["label"] == summary["cpu"]["top1"]["label"]
+    assert v1["method"] == "contrastive" and v1["contrast"]["label"] == "Egyptian cat"
+    assert v2["method"] == "gradcam"
+    assert v1["heatmap_size"] == v2["heatmap_size"] == [224, 224]
 
 
 @pytest.mark.slow
