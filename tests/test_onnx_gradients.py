@@ -71,18 +71,27 @@ def test_onnx_from_other_weights_is_refused_for_gradients(effnet, onnx_files):
     assert backend.head is None and "other weights" in backend.head_error
 
 
-def test_target_ranking_is_the_heads_weight_times_mean_activation(effnet, photos):
-    """For a pooled linear head, sum over space of dJ/dA_k * A_k = W[target, k] * mean(A_k)."""
+def test_target_ranking_is_log_probability_contribution_times_spread(effnet, photos):
+    """For a pooled linear head, sum over space of d log p_target / dA_k * A_k =
+    (W[target, k] - sum_c p_c W[c, k]) * mean(A_k); the priority is that, where positive,
+    times std(A_k), and the other channels rank last by std(A_k)."""
     from whyserve.methods.scorecam import target_priority
 
     explainer = Explainer(effnet)
     x = effnet.preprocess(photos["chelsea"])
     with explainer.backend.running():
-        activations = explainer.backend.forward(x[None], graph=False)[1][0]
+        logits, activations = explainer.backend.forward(x[None], graph=False)
         priority = target_priority(explainer.backend, x, 417)
         assert not torch.is_grad_enabled()  # the graph pass leaves grad mode as found
-    expected = effnet.module.net._fc.weight[417].detach() * activations.mean(dim=(1, 2))
-    torch.testing.assert_close(priority, expected, atol=1e-5, rtol=1e-4)
+    weight = effnet.module.net._fc.weight.detach()
+    probabilities = torch.softmax(logits[0], dim=0)
+    contribution = (weight[417] - probabilities @ weight) * activations[0].mean(dim=(1, 2))
+    spread = activations[0].flatten(1).std(1)
+    assert 0 < int((contribution > 0).sum()) < len(contribution)  # both branches are exercised
+    expected = torch.where(contribution > 0, contribution * spread, spread - spread.max() - 1)
+    torch.testing.assert_close(priority, expected, atol=1e-6, rtol=1e-4)
+    logit_ranking = (weight[417] * activations[0].mean(dim=(1, 2))).topk(64).indices
+    assert set(priority.topk(64).indices.tolist()) != set(logit_ranking.tolist())  # not the raw logit's ranking
 
 
 def test_fast_scorecam_rankings_are_named_options(effnet_explainer, effnet_batch):

@@ -19,9 +19,15 @@ it is scored once, which keeps the result exact.
 Fast mode (``channels=N``): only N channels are scored; the others get weight 0. With N >=
 the number of channels it is the exact method. Two named rankings pick the N:
 
-- ``target`` (default): the largest estimated contributions to the target, sum over space of
-  dJ/dA_k * A_k (for a pooled linear head: the target's weight times the channel's mean
-  activation); one pass with a graph above the layer, on either backend.
+- ``target`` (default): the largest std(A_k) * max(0, c_k), where c_k = sum over space of
+  dJ/dA_k * A_k with J = log_softmax(logits)[target] is the channel's first-order contribution
+  to the target's log-probability (for a pooled linear head: (W[target, k] - sum_c p_c W[c, k])
+  times the channel's mean activation). Why: with ``probability`` weighting the exact weight is
+  the target's probability of the masked image, so a class far from the top gains from what it
+  wins against the competing classes, which the log-probability counts and the raw logit does
+  not; and a channel adds to the map's shape (what the correlation with the exact map sees) by
+  its weight times its spatial variation, not its mean. Channels with c_k <= 0 rank after all
+  others, by spread. One pass with a graph above the layer, on either backend.
 - ``spread`` (tf-keras-vis's Faster-ScoreCAM): the maps that vary most (spatial standard
   deviation), blind to the target.
 """
@@ -170,16 +176,21 @@ def scorecam_weights(
 
 
 def target_priority(backend: Backend, image: torch.Tensor, target: int) -> torch.Tensor | None:
-    """Each channel's estimated contribution to the target (K,): sum over space of dJ/dA * A,
-    from one pass with a graph above the layer; None where the backend has no graph (an ONNX
-    model whose head cannot be split: the spread ranking is used)."""
+    """The ``target`` ranking's priority (K,) (module docstring): std(A_k) * c_k where c_k =
+    sum over space of d log_softmax(logits)[target] / dA_k * A_k is positive, else (ranked
+    last, by spread) std(A_k) - max std - 1. From one pass with a graph above the layer; None
+    where the backend has no graph (an ONNX model whose head cannot be split: the spread
+    ranking is used)."""
     with torch.no_grad():  # the capture hook turns grad mode on: off again on exit
         logits, activations = backend.forward(image[None], graph=True)
         if not logits.requires_grad:
             return None
         with torch.enable_grad():
-            (grads,) = torch.autograd.grad(logits[0, target], activations)
-    return (grads * activations.detach()).sum(dim=(2, 3))[0]
+            (grads,) = torch.autograd.grad(torch.log_softmax(logits[0].float(), dim=0)[target], activations)
+    activations = activations.detach()[0]
+    contribution = (grads[0] * activations).sum(dim=(1, 2))
+    spread = activations.flatten(1).std(1)
+    return torch.where(contribution > 0, contribution * spread, spread - spread.max() - 1)
 
 
 def _score(logits: torch.Tensor, target: int, weighting: str) -> torch.Tensor:
