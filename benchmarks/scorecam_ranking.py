@@ -4,8 +4,10 @@
 For every bundled photo and three targets (the top-1 class, the 3rd-ranked class, and a class
 outside the top-5: balloon, or the 6th-ranked class where balloon is in the top-5), prints the
 Pearson correlation of each ranking's fast map (N channels) with the exact map (all 1280).
+``--images heldout``: the same on images the ranking was not chosen on (other images from the
+installed wheels, and mirrored / cropped bundled photos).
 
-    .venv/bin/python benchmarks/scorecam_ranking.py [--channels 64] [--weighting probability]
+    .venv/bin/python benchmarks/scorecam_ranking.py [--channels 64] [--weighting probability] [--images heldout]
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import skimage
+import sklearn
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.backends.ort_backend import OrtBackend
@@ -48,6 +52,28 @@ class CachedMasks:
         return torch.stack([self.cache[key] for key in keys])
 
 
+def _crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    width, height = image.size
+    return image.crop((int(box[0] * width), int(box[1] * height), int(box[2] * width), int(box[3] * height)))
+
+
+def images(which: str) -> dict[str, Image.Image]:
+    if which == "bundled":
+        return {photo: Image.open(photo_path(photo)) for photo in available_photos()}
+    wheels = Path(skimage.__file__).parent / "data", Path(sklearn.__file__).parent / "datasets" / "images"
+    heldout = {
+        "astronaut": Image.open(wheels[0] / "astronaut.png"),
+        "camera": Image.open(wheels[0] / "camera.png"),
+        "hubble_deep_field": Image.open(wheels[0] / "hubble_deep_field.jpg"),
+        "china": Image.open(wheels[1] / "china.jpg"),
+        "flower": Image.open(wheels[1] / "flower.jpg"),
+        "chelsea, right 80%": _crop(Image.open(photo_path("chelsea")), (0.2, 0.0, 1.0, 1.0)),
+        "coffee, mirrored, cropped": _crop(ImageOps.mirror(Image.open(photo_path("coffee"))), (0.0, 0.0, 0.7, 0.8)),
+        "motorcycle, mirrored, cropped": _crop(ImageOps.mirror(Image.open(photo_path("motorcycle"))), (0.1, 0.1, 0.9, 0.9)),
+    }
+    return {name: image.convert("RGB") for name, image in heldout.items()}
+
+
 def targets(logits: torch.Tensor) -> dict[str, int]:
     order = logits.argsort(descending=True).tolist()
     outside = BALLOON if BALLOON not in order[:5] else order[5]
@@ -58,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--weighting", default="probability", choices=WEIGHTINGS)
+    parser.add_argument("--images", default="bundled", choices=("bundled", "heldout"))
     args = parser.parse_args()
     spec = load_model("efficientnet_lite0")
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,11 +97,11 @@ def main() -> None:
         return explainer.explain(x, [request]).explanations[0].heatmap.ravel()
 
     corr: dict[tuple[str, str], list[float]] = {}
-    print(f"fast Score-CAM ({args.weighting}), N={args.channels} of 1280, corr with exact, ONNX Runtime\n")
+    print(f"fast Score-CAM ({args.weighting}), N={args.channels} of 1280, corr with exact, ONNX Runtime, {args.images} images\n")
     print("| photo | target | class | " + " | ".join(RANKINGS) + " |")
     print("|---|---|---:|" + "---:|" * len(RANKINGS))
-    for photo in available_photos():
-        x = spec.preprocess(Image.open(photo_path(photo)))[None]
+    for photo, image in images(args.images).items():
+        x = spec.preprocess(image)[None]
         cached.cache.clear()
         for kind, target in targets(explainer.predict(x)[0]).items():
             exact = heatmap(x, target)
