@@ -28,14 +28,20 @@ def _time(fn) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_medians(rows: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+def interleaved_medians(
+    rows: dict[str, Callable[[], object]], rounds: int, settle: float = 0.0, warmup: int = 1
+) -> dict[str, float]:
     """Seconds per call of each row: median of ``rounds`` rounds that each run every row once
-    (after one warm-up call each), so a busy neighbour slows every row alike."""
+    (after ``warmup`` calls each), so a busy neighbour slows every row alike. ``settle``
+    seconds of sleep before each timed call let the previous row's thread pools (ONNX
+    Runtime's and OpenMP's busy-wait after a run) go idle, so no row pays for another's."""
     for fn in rows.values():
-        fn()
+        for _ in range(warmup):
+            fn()
     times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(rounds):
         for name, fn in rows.items():
+            time.sleep(settle)
             times[name].append(_time(fn))
     return {name: statistics.median(t) for name, t in times.items()}
 

@@ -73,17 +73,21 @@ def export_onnx(spec: ModelSpec, path: str | Path, layer: str | None = None, ops
     return path
 
 
-def create_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+def create_session(path: str | Path, threads: int | None = None, spinning: bool = False) -> ort.InferenceSession:
     """A session on the CUDA provider when onnxruntime-gpu sees a GPU, else the CPU.
 
     One intra-op pool of ``threads`` (None: ONNX Runtime's default, one per core) and no
     inter-op pool: a TorchServe worker runs one batch at a time, and several workers share
     the cores. Full graph optimisation (constant folding, conv+BN+activation fusion).
+    ``spinning`` False (the default) stops the pool's threads busy-waiting after a run
+    (``session.intra_op.allow_spinning``): the PyTorch head of the gradient methods, the
+    other workers and the server share the same cores (README, "ONNX Runtime speed").
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if threads:
         options.intra_op_num_threads = threads
     available = ort.get_available_providers()
