@@ -84,6 +84,14 @@ def test_ort_explainer_without_a_head_serves_only_gradient_free_methods(effnet, 
         headless.explain(effnet_batch[:1], [ExplainRequest("scorecam", channels=0)])
 
 
+def test_session_threads_do_not_busy_wait_unless_asked(effnet_onnx):
+    """ONNX Runtime's intra-op threads spin after a run by default; whyserve's sessions turn
+    that off (they share the cores with the PyTorch head and other workers), on request on."""
+    key = "session.intra_op.allow_spinning"
+    assert create_session(effnet_onnx, threads=2).get_session_options().get_session_config_entry(key) == "0"
+    assert create_session(effnet_onnx, threads=2, spinning=True).get_session_options().get_session_config_entry(key) == "1"
+
+
 def test_onnx_with_wrong_outputs_is_refused_at_load(tmp_path):
     path = tmp_path / "plain.onnx"
     torch.onnx.export(nn.Conv2d(3, 4, 3), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, input_names=["input"])
