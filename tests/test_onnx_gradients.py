@@ -71,9 +71,11 @@ def test_onnx_from_other_weights_is_refused_for_gradients(effnet, onnx_files):
     assert backend.head is None and "other weights" in backend.head_error
 
 
-def test_target_ranking_is_log_probability_contribution_times_spread(effnet, photos):
-    """For a pooled linear head, sum over space of d log p_target / dA_k * A_k =
-    (W[target, k] - sum_c p_c W[c, k]) * mean(A_k); the priority is that, where positive,
+@pytest.mark.parametrize("weighting", ["probability", "channel_softmax"])
+def test_target_ranking_is_the_weightings_score_contribution_times_spread(effnet, photos, weighting):
+    """For a pooled linear head, sum over space of dJ/dA_k * A_k is (W[target, k] - sum_c p_c
+    W[c, k]) * mean(A_k) for J = log p_target (weighting probability) and W[target, k] *
+    mean(A_k) for J = the target logit (channel_softmax); the priority is that, where positive,
     times std(A_k), and the other channels rank last by std(A_k)."""
     from whyserve.methods.scorecam import target_priority
 
@@ -81,17 +83,17 @@ def test_target_ranking_is_log_probability_contribution_times_spread(effnet, pho
     x = effnet.preprocess(photos["chelsea"])
     with explainer.backend.running():
         logits, activations = explainer.backend.forward(x[None], graph=False)
-        priority = target_priority(explainer.backend, x, 417)
+        priority = target_priority(explainer.backend, x, 417, weighting)
         assert not torch.is_grad_enabled()  # the graph pass leaves grad mode as found
     weight = effnet.module.net._fc.weight.detach()
-    probabilities = torch.softmax(logits[0], dim=0)
-    contribution = (weight[417] - probabilities @ weight) * activations[0].mean(dim=(1, 2))
-    spread = activations[0].flatten(1).std(1)
+    mean, spread = activations[0].mean(dim=(1, 2)), activations[0].flatten(1).std(1)
+    competitors = torch.softmax(logits[0], dim=0) @ weight if weighting == "probability" else 0.0
+    contribution = (weight[417] - competitors) * mean
     assert 0 < int((contribution > 0).sum()) < len(contribution)  # both branches are exercised
     expected = torch.where(contribution > 0, contribution * spread, spread - spread.max() - 1)
     torch.testing.assert_close(priority, expected, atol=1e-6, rtol=1e-4)
-    logit_ranking = (weight[417] * activations[0].mean(dim=(1, 2))).topk(64).indices
-    assert set(priority.topk(64).indices.tolist()) != set(logit_ranking.tolist())  # not the raw logit's ranking
+    raw_logit_ranking = (weight[417] * mean).topk(64).indices  # the ranking before the spread factor
+    assert set(priority.topk(64).indices.tolist()) != set(raw_logit_ranking.tolist())
 
 
 def test_fast_scorecam_rankings_are_named_options(effnet_explainer, effnet_batch):

@@ -20,14 +20,16 @@ Fast mode (``channels=N``): only N channels are scored; the others get weight 0.
 the number of channels it is the exact method. Two named rankings pick the N:
 
 - ``target`` (default): the largest std(A_k) * max(0, c_k), where c_k = sum over space of
-  dJ/dA_k * A_k with J = log_softmax(logits)[target] is the channel's first-order contribution
-  to the target's log-probability (for a pooled linear head: (W[target, k] - sum_c p_c W[c, k])
-  times the channel's mean activation). Why: with ``probability`` weighting the exact weight is
-  the target's probability of the masked image, so a class far from the top gains from what it
-  wins against the competing classes, which the log-probability counts and the raw logit does
-  not; and a channel adds to the map's shape (what the correlation with the exact map sees) by
-  its weight times its spatial variation, not its mean. Channels with c_k <= 0 rank after all
-  others, by spread. One pass with a graph above the layer, on either backend.
+  dJ/dA_k * A_k is the channel's first-order contribution to the score the weighting uses:
+  J = log_softmax(logits)[target] for ``probability`` (for a pooled linear head:
+  (W[target, k] - sum_c p_c W[c, k]) times the channel's mean activation), the target logit
+  for ``channel_softmax``. Why: with ``probability`` the exact weight is the target's
+  probability of the masked image, so a class far from the top gains from what it wins against
+  the competing classes, which the log-probability counts and the raw logit does not (with
+  ``channel_softmax`` the weight is a softmax of the raw logits); and a channel adds to the
+  map's shape (what the correlation with the exact map sees) by its weight times its spatial
+  variation, not its mean. Channels with c_k <= 0 rank after all others, by spread. One pass
+  with a graph above the layer, on either backend.
 - ``spread`` (tf-keras-vis's Faster-ScoreCAM): the maps that vary most (spatial standard
   deviation), blind to the target.
 """
@@ -105,7 +107,8 @@ class ScoreCAM(Method):
             options = request.options
             activations = batch.activations[i]
             fast = options.channels is not None and options.channels < activations.shape[0]
-            priority = target_priority(batch.backend, batch.images[i], target) if fast and options.ranking == "target" else None
+            ranked = fast and options.ranking == "target"
+            priority = target_priority(batch.backend, batch.images[i], target, options.weighting) if ranked else None
             weights = scorecam_weights(
                 batch.backend.masked_forward,
                 batch.images[i],
@@ -175,18 +178,19 @@ def scorecam_weights(
     return torch.softmax(scores, dim=0)
 
 
-def target_priority(backend: Backend, image: torch.Tensor, target: int) -> torch.Tensor | None:
+def target_priority(backend: Backend, image: torch.Tensor, target: int, weighting: str = "probability") -> torch.Tensor | None:
     """The ``target`` ranking's priority (K,) (module docstring): std(A_k) * c_k where c_k =
-    sum over space of d log_softmax(logits)[target] / dA_k * A_k is positive, else (ranked
-    last, by spread) std(A_k) - max std - 1. From one pass with a graph above the layer; None
-    where the backend has no graph (an ONNX model whose head cannot be split: the spread
-    ranking is used)."""
+    sum over space of dJ/dA_k * A_k (J: the weighting's score, log_softmax(logits)[target] or
+    the target logit) is positive, else (ranked last, by spread) std(A_k) - max std - 1. From
+    one pass with a graph above the layer; None where the backend has no graph (an ONNX model
+    whose head cannot be split: the spread ranking is used)."""
     with torch.no_grad():  # the capture hook turns grad mode on: off again on exit
         logits, activations = backend.forward(image[None], graph=True)
         if not logits.requires_grad:
             return None
         with torch.enable_grad():
-            (grads,) = torch.autograd.grad(torch.log_softmax(logits[0].float(), dim=0)[target], activations)
+            scores = torch.log_softmax(logits[0].float(), dim=0) if weighting == "probability" else logits[0]
+            (grads,) = torch.autograd.grad(scores[target], activations)
     activations = activations.detach()[0]
     contribution = (grads[0] * activations).sum(dim=(1, 2))
     spread = activations.flatten(1).std(1)
