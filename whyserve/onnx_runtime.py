@@ -73,12 +73,14 @@ def export_onnx(spec: ModelSpec, path: str | Path, layer: str | None = None, ops
     return path
 
 
-def create_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+def create_session(path: str | Path, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
     """A session on the CUDA provider when onnxruntime-gpu sees a GPU, else the CPU.
 
     One intra-op pool of ``threads`` (None: ONNX Runtime's default, one per core) and no
     inter-op pool: a TorchServe worker runs one batch at a time, and several workers share
     the cores. Full graph optimisation (constant folding, conv+BN+activation fusion).
+    ``spinning=False``: the pool's threads sleep between runs instead of spinning, which frees
+    the core for PyTorch work between many small runs (``whyserve eval``).
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -86,6 +88,8 @@ def create_session(path: str | Path, threads: int | None = None) -> ort.Inferenc
     options.inter_op_num_threads = 1
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     session = ort.InferenceSession(str(path), options, providers=providers)
