@@ -211,9 +211,9 @@ def run(
     total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (3 if photos else 0)
     bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
     threads = torch.get_num_threads()
-    # One PyTorch thread: its work here is many small ops between ONNX Runtime's runs, where a
-    # second thread costs more to wake than it saves (measured 5x slower on 2 busy cores).
-    torch.set_num_threads(1)
+    # With ONNX Runtime, one PyTorch thread: its work is then many small ops between ONNX Runtime's
+    # runs, where a second thread costs more to wake than it saves (5x slower on 2 busy cores).
+    torch.set_num_threads(1 if onnx else threads)
     try:
         for name in models:
             _flower_model(report, name, data, figure_maps, bar, steps, onnx)
