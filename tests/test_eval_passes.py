@@ -11,6 +11,8 @@ from whyserve.eval.passes import eval_backend
 from whyserve.eval.report import _to_tensor
 from whyserve.models import load_model
 
+pytestmark = pytest.mark.slow  # 8 model explanations of a grid, two models
+
 
 @pytest.fixture(scope="module")
 def grid():
