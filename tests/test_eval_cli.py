@@ -19,10 +19,15 @@ def test_eval_prints_the_method_metric_table_and_writes_the_figure(tmp_path, cap
     # every figure: mean [95 % interval] n=...; 3 images, 1 grid x 4 cells, 4 fair grids, 3 x 3 contrasts
     assert "] n=3 |" in out and "] n=4 |" in out and "| flowers_bcos | bcos of P |" in out and "] n=9 |" in out
     assert Image.open(figure).size[0] > 1000
+    # where the time went, per model / method and part
+    timing = out.split("Wall time per part (s):")[1]
+    assert "| model / method | generate | load + export | maps | deletion |" in timing
+    assert "| flowers_bcos / scorecam |" in timing and "| **all** |" in timing
 
 
 def test_eval_with_no_grids_skips_the_grid_pointing_game(tmp_path, capsys):
-    args = ["eval", "--images", "2", "--grids", "0", "--steps", "4", "--no-photos", "--models", "flowers_cnn"]
+    # --no-onnx: every pass in PyTorch (the path the default's ONNX Runtime passes are checked against)
+    args = ["eval", "--images", "2", "--grids", "0", "--steps", "4", "--no-photos", "--models", "flowers_cnn", "--no-onnx"]
     assert main(args + ["--figure", str(tmp_path / "eval.png")]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| flowers_cnn / gradcam |"))
     cells = [c.strip() for c in row.split("|")[2:-1]]

@@ -9,6 +9,7 @@ from whyserve.eval.metrics import (
     average_drop,
     bootstrap_interval,
     confidence_change,
+    confidence_changes,
     deletion_auc,
     energy_pointing_game,
     grid_pointing_game,
@@ -118,6 +119,10 @@ def test_confidence_change_blends_toward_the_baseline():
     assert confidence_change(model, image, half, 0, torch.full((1, 4, 4), 0.4)) == pytest.approx((0.25, 0.0))
     # a baseline equal to the image: nothing changes whatever the map
     assert confidence_change(model, image, np.zeros((4, 4)), 0, image.clone()) == pytest.approx((0.0, 0.0))
+    # all baselines in one batch: each as on its own
+    baselines = [None, torch.full((1, 4, 4), 0.4), image.clone()]
+    one_by_one = [confidence_change(model, image, half, 0, b) for b in baselines]
+    assert confidence_changes(model, image, half, 0, baselines) == one_by_one
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n():

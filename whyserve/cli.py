@@ -101,6 +101,9 @@ def _add_eval(commands) -> None:
     evaluate.add_argument("--models", nargs="+", default=["flowers_cnn", "flowers_bcos"], choices=["flowers_cnn", "flowers_bcos"])
     evaluate.add_argument("--steps", type=int, default=32, help="pixel chunks of the deletion/insertion curves (default: 32)")
     evaluate.add_argument("--no-photos", action="store_true", help="skip EfficientNet-Lite0 on the bundled photos")
+    evaluate.add_argument(
+        "--no-onnx", action="store_true", help="every pass in PyTorch (default: plain passes on ONNX Runtime; same maps, slower)"
+    )
     evaluate.add_argument("--figure", type=Path, default=Path("out/eval.png"), help="PNG figure (default: out/eval.png)")
     evaluate.set_defaults(run=_eval)
 
@@ -264,8 +267,10 @@ def _eval(args: argparse.Namespace) -> int:
         figure=args.figure,
         models=tuple(args.models),
         steps=args.steps,
+        onnx=not args.no_onnx,
     )
     print(report.markdown())
+    print("\nWall time per part (s):\n\n" + report.timing_markdown())
     print(f"\nfigure: {args.figure}")
     return 0
 

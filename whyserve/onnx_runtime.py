@@ -81,7 +81,8 @@ def create_session(path: str | Path, threads: int | None = None, spinning: bool 
     the cores. Full graph optimisation (constant folding, conv+BN+activation fusion).
     ``spinning`` False (the default) stops the pool's threads busy-waiting after a run
     (``session.intra_op.allow_spinning``): the PyTorch head of the gradient methods, the
-    other workers and the server share the same cores (README, "ONNX-trunk speed").
+    other workers and the server share the same cores (README, "ONNX-trunk speed"), and
+    ``whyserve eval`` alternates many small ONNX runs with PyTorch work.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

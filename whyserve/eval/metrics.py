@@ -29,7 +29,7 @@ Uncertainty: ``bootstrap_interval`` gives the 95 % percentile bootstrap interval
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,19 +75,16 @@ def _curve(
     predict: Predict, start: torch.Tensor, end: torch.Tensor, saliency: np.ndarray, target: int, steps: int, chunk: int
 ) -> np.ndarray:
     """Target probability as pixels go from ``start`` to ``end`` in saliency order."""
-    c, h, w = start.shape
-    order = _order(saliency)
-    counts = [round(k * h * w / steps) for k in range(steps + 1)]
-    images = []
-    for n in counts:
-        keep = torch.zeros(h * w, dtype=torch.bool)
-        keep[order[:n]] = True
-        keep = keep.view(1, h, w)
-        images.append(torch.where(keep, end, start))
+    _, h, w = start.shape
+    rank = torch.empty(h * w, dtype=torch.long)
+    rank[_order(saliency)] = torch.arange(h * w)  # each pixel's place in the order
+    counts = torch.tensor([round(k * h * w / steps) for k in range(steps + 1)])
+    keep = (rank[None] < counts[:, None]).view(-1, 1, h, w)  # step k: the first counts[k] pixels
+    images = torch.where(keep, end, start)
     probs = []
     for i in range(0, len(images), chunk):
         with torch.no_grad():
-            probs.append(predict(torch.stack(images[i : i + chunk]))[:, target].float().cpu())
+            probs.append(predict(images[i : i + chunk])[:, target].float().cpu())
     return torch.cat(probs).numpy()
 
 
@@ -140,12 +137,19 @@ def confidence_change(
     O is scored on S * image + (1 - S) * baseline; the default baseline (zeros) is the papers'
     image * S. A non-informative baseline (``blurred(image)``, the dataset mean) asks whether
     the map keeps the evidence without showing the model an input it never saw (black)."""
+    return confidence_changes(predict, image, saliency, target, [baseline])[0]
+
+
+def confidence_changes(
+    predict: Predict, image: torch.Tensor, saliency: np.ndarray, target: int, baselines: Sequence[torch.Tensor | None]
+) -> list[tuple[float, float]]:
+    """``confidence_change`` for each baseline (None: black), in one batch: Y is scored once."""
     s = torch.as_tensor(np.asarray(saliency, dtype=np.float32))[None]
-    masked = image * s if baseline is None else image * s + baseline * (1 - s)
+    masked = [image * s if baseline is None else image * s + baseline * (1 - s) for baseline in baselines]
     with torch.no_grad():
-        probs = predict(torch.stack([image, masked]))[:, target].float()
-    y, o = float(probs[0]), float(probs[1])
-    return max(0.0, y - o) / y if y > 0 else 0.0, float(o > y)
+        probs = predict(torch.stack([image, *masked]))[:, target].float().tolist()
+    y = probs[0]
+    return [(max(0.0, y - o) / y if y > 0 else 0.0, float(o > y)) for o in probs[1:]]
 
 
 def average_drop(changes: list[tuple[float, float]]) -> float:

@@ -28,7 +28,10 @@ metrics of Grad-CAM and Score-CAM, fast (the 64 most varying channels, as served
 from __future__ import annotations
 
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,12 +52,14 @@ from whyserve.data.flowers import (
 )
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.eval import metrics
-from whyserve.models import ModelSpec, load_model
+from whyserve.eval.passes import EvalBackend, eval_backend
+from whyserve.models import load_model
 
 FLOWER_MODELS = ("flowers_cnn", "flowers_bcos")
 PLAIN = {"flowers_cnn": ("gradcam", "scorecam"), "flowers_bcos": ("bcos", "gradcam", "scorecam")}
 CONTRASTIVE = {"flowers_cnn": (("gradcam", "contrastive"),), "flowers_bcos": (("bcos", "bcos"), ("gradcam", "contrastive"))}
 PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle", "grace_hopper")
+SCORECAM_CHUNK = 64  # masked images per forward: changes speed, not the maps (tests/test_scorecam.py)
 BASELINES = ("black", "blur", "mean")  # what Average Drop / Increase in Confidence blend toward
 COLUMNS = (
     "energy PG",
@@ -72,6 +77,26 @@ class Report:
     seed: int = 0
     rows: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     pairs: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    seconds: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+
+    @contextmanager
+    def timed(self, row: str, part: str) -> Iterator[None]:
+        """Adds the wall time of the block to ``seconds[row][part]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[row][part] += time.perf_counter() - start
+
+    def timing_markdown(self) -> str:
+        """Where the run's time went: seconds per row and part, and each row's total."""
+        parts = list(dict.fromkeys(part for row in self.seconds.values() for part in row))
+        lines = ["| model / method | " + " | ".join(parts) + " | total |", "|---|" + "---:|" * (len(parts) + 1)]
+        for row, seconds in self.seconds.items():
+            cells = [f"{seconds[p]:.1f}" if p in seconds else "–" for p in parts]
+            lines.append(f"| {row} | " + " | ".join(cells) + f" | {sum(seconds.values()):.1f} |")
+        total = sum(sum(row.values()) for row in self.seconds.values())
+        return "\n".join(lines + ["| **all** | " + " | ".join("" for _ in parts) + f" | **{total:.1f}** |"])
 
     def markdown(self) -> str:
         lines = ["| model / method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
@@ -110,12 +135,10 @@ def _cell(values: list[float], seed: int, scale: float = 1.0) -> str:
     return f"{scale * np.mean(values):.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}] n={len(values)}"
 
 
-def _predictor(spec: ModelSpec):
-    model = spec.module.eval()
-
+def _predictor(backend: EvalBackend):
     def predict(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return torch.softmax(model(x), dim=1)
+            return torch.softmax(backend.predict(x), dim=1)
 
     return predict
 
@@ -135,12 +158,15 @@ def _faithfulness(
     report: Report, row: str, predict, image: torch.Tensor, heatmap: np.ndarray, target: int, steps: int, mean: torch.Tensor
 ) -> None:
     """``mean``: the dataset-mean image (C, H, W), the third Average Drop baseline."""
-    report.rows[row]["deletion AUC ↓"].append(metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1))
-    report.rows[row]["insertion AUC ↑"].append(
-        metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
-    )
-    for name, baseline in zip(BASELINES, (None, metrics.blurred(image), mean)):
-        drop, increase = metrics.confidence_change(predict, image, heatmap, target, baseline)
+    with report.timed(row, "deletion"):
+        auc = metrics.deletion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
+        report.rows[row]["deletion AUC ↓"].append(auc)
+    with report.timed(row, "insertion"):
+        auc = metrics.insertion_auc(predict, image, heatmap, target, steps=steps, chunk=steps + 1)
+        report.rows[row]["insertion AUC ↑"].append(auc)
+    with report.timed(row, "AD/IC"):
+        changes = metrics.confidence_changes(predict, image, heatmap, target, (None, metrics.blurred(image), mean))
+    for name, (drop, increase) in zip(BASELINES, changes):
         report.rows[row][f"Avg Drop % ↓ ({name})"].append(drop)
         report.rows[row][f"Incr Conf % ↑ ({name})"].append(increase)
 
@@ -170,21 +196,31 @@ def run(
     progress: bool = True,
     models: tuple[str, ...] = FLOWER_MODELS,
     steps: int = 32,
+    onnx: bool = True,
 ) -> Report:
-    """``steps``: pixel chunks of the deletion and insertion curves."""
+    """``steps``: pixel chunks of the deletion and insertion curves; ``onnx``: plain passes on
+    ONNX Runtime (``whyserve.eval.passes``; False: all in PyTorch)."""
     report = Report(seed=seed)
-    flowers = generate(n_images, seed, labels=balanced_labels(n_images))
-    grids = [make_grid(seed + 1, g) for g in range(n_grids)]
-    images = torch.stack([_to_tensor(f.image) for f in flowers])
-    fair = [make_fair_grid(seed + 2, g) for g in range(4 * n_grids)]  # as many scored cells as the mixed grids
+    with report.timed("flowers and grids", "generate"):
+        flowers = generate(n_images, seed, labels=balanced_labels(n_images))
+        grids = [make_grid(seed + 1, g) for g in range(n_grids)]
+        images = torch.stack([_to_tensor(f.image) for f in flowers])
+        fair = [make_fair_grid(seed + 2, g) for g in range(4 * n_grids)]  # as many scored cells as the mixed grids
     data = _Flowers(flowers, images, _mean_image(images), [(g, c) for g in grids for c in range(4)], fair)
     figure_maps: dict[str, list[np.ndarray]] = {}
     total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (3 if photos else 0)
     bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
-    for name in models:
-        _flower_model(report, name, data, figure_maps, bar, steps)
-    if photos:
-        _photos(report, bar, steps)
+    threads = torch.get_num_threads()
+    # With ONNX Runtime, one PyTorch thread: its work is then many small ops between ONNX Runtime's
+    # runs, where a second thread costs more to wake than it saves (5x slower on 2 busy cores).
+    torch.set_num_threads(1 if onnx else threads)
+    try:
+        for name in models:
+            _flower_model(report, name, data, figure_maps, bar, steps, onnx)
+        if photos:
+            _photos(report, bar, steps, onnx)
+    finally:
+        torch.set_num_threads(threads)
     bar.close()
     if figure is not None:
         _figure(figure, flowers[:3], figure_maps)
@@ -205,10 +241,12 @@ def _grid_scores(explainer: Explainer, method: str, cells: list[tuple[Grid, int]
     return scores
 
 
-def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, bar, steps: int) -> None:
-    spec = load_model(name)
-    explainer = Explainer(spec, scorecam_chunk=64)  # the chunk changes speed, not the maps
-    predict = _predictor(spec)
+def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, bar, steps: int, onnx: bool) -> None:
+    with report.timed(name, "load + export"):
+        spec = load_model(name)
+        backend = eval_backend(spec, onnx)
+    explainer = Explainer(spec, scorecam_chunk=SCORECAM_CHUNK, backend=backend)
+    predict = _predictor(backend)
     labels = [f.label for f in data.flowers]
     accuracy = float(np.mean([int(p.argmax()) == y for p, y in zip(predict(data.images), labels)]))
     report.rows[f"{name} (accuracy {accuracy:.1%} on these images)"]  # a header row
@@ -218,7 +256,8 @@ def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, 
         bar.update()
     for plain, contrastive in CONTRASTIVE[name]:
         key = f"{name} | {plain} of P | {contrastive} P vs Q"
-        explanations = _contrasts(report, key, contrastive, explainer, data, plain_maps[plain])
+        with report.timed(f"{name} / {contrastive} P vs Q", "contrasts"):
+            explanations = _contrasts(report, key, contrastive, explainer, data, plain_maps[plain])
         # the figure's contrastive column: each of the first three images against its petals contrast
         figure_maps[f"{name} / {contrastive} (vs other petals)"] = [
             explanations[3 * k].heatmap for k in range(min(3, len(data.flowers)))
@@ -229,13 +268,16 @@ def _flower_model(report: Report, name: str, data: _Flowers, figure_maps: dict, 
 def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, figure_maps: dict, steps: int) -> list:
     """ "Why P?" maps of the true class: localisation, faithfulness and the grid pointing game."""
     (explainer, predict), row = run, f"{name} / {method}"
-    explanations = _maps(explainer, data.images, [ExplainRequest(method, target=f.label) for f in data.flowers])
+    with report.timed(row, "maps"):
+        explanations = _maps(explainer, data.images, [ExplainRequest(method, target=f.label) for f in data.flowers])
     for f, image, e in zip(data.flowers, data.images, explanations):
         report.rows[row]["energy PG"].append(metrics.energy_pointing_game(e.heatmap, f.evidence_mask))
         report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
         _faithfulness(report, row, predict, image, e.heatmap, f.label, steps, data.mean)
-    report.rows[row]["grid PG mixed"] += _grid_scores(explainer, method, data.grid_cells)
-    report.rows[row]["grid PG fair"] += _grid_scores(explainer, method, data.fair_cells)
+    with report.timed(row, "grid PG mixed"), explainer.backend.shared_masks():  # a grid's 4 cells, 1 set of masks
+        report.rows[row]["grid PG mixed"] += _grid_scores(explainer, method, data.grid_cells)
+    with report.timed(row, "grid PG fair"):
+        report.rows[row]["grid PG fair"] += _grid_scores(explainer, method, data.fair_cells)
     figure_maps[row] = [e.heatmap for e in explanations[:3]]
     if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
         figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
@@ -262,12 +304,14 @@ def _contrasts(report: Report, key: str, contrastive: str, explainer: Explainer,
     return explanations
 
 
-def _photos(report: Report, bar, steps: int) -> None:
+def _photos(report: Report, bar, steps: int, onnx: bool) -> None:
     from whyserve.photos import photo_path
 
-    spec = load_model("efficientnet_lite0")
-    explainer = Explainer(spec)
-    predict = _predictor(spec)
+    with report.timed("efficientnet_lite0", "load + export"):
+        spec = load_model("efficientnet_lite0")
+        backend = eval_backend(spec, onnx)
+    explainer = Explainer(spec, scorecam_chunk=SCORECAM_CHUNK, backend=backend)
+    predict = _predictor(backend)
     views = []
     for name in PHOTOS:
         try:
@@ -283,7 +327,8 @@ def _photos(report: Report, bar, steps: int) -> None:
     for method, request in (("gradcam", {}), ("scorecam (64 channels)", {"channels": 64}), ("scorecam (all channels)", {})):
         row = f"efficientnet_lite0 / {method}, real photos"
         name = method.split()[0]
-        explanations = _maps(explainer, x, [ExplainRequest(name, target=t, **request) for t in targets], chunk=5)
+        with report.timed(row, "maps"):
+            explanations = _maps(explainer, x, [ExplainRequest(name, target=t, **request) for t in targets], chunk=5)
         for image, e, t in zip(x, explanations, targets):
             _faithfulness(report, row, predict, image, e.heatmap, t, steps, mean)
         bar.update()
