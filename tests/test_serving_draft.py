@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_serving_images import rotated_with_exif
 
 from serving_helpers import encoded
-from test_serving_images import rotated_with_exif
 from whyserve import ExplainRequest
 from whyserve.serving.errors import ServingError
 from whyserve.serving.images import ImageLimits, decode_image, resize_rule
