@@ -111,10 +111,10 @@ def main() -> int:
     numbers = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
     parser.add_argument("--backends", type=lambda text: text.split(","), default=["torch", "onnx"])
     parser.add_argument("--layouts", default="1x2,2x1", type=lambda t: [tuple(map(int, v.split("x"))) for v in t.split(",")])
-    parser.add_argument("--batch-sizes", type=numbers, default=[1, 8])
+    parser.add_argument("--batch-sizes", type=numbers, default=[1, 4, 8])
     parser.add_argument("--delays", type=numbers, default=[10, 2], help="maxBatchDelay values (ms) where batchSize > 1")
     parser.add_argument("--concurrency", type=numbers, default=[1, 4, 8])
-    parser.add_argument("--requests", type=int, default=40, help="timed requests per cell")
+    parser.add_argument("--requests", type=int, default=32, help="timed requests per cell")
     args = parser.parse_args()
     grid = layouts(args)
     for layout in grid:
