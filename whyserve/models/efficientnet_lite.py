@@ -40,7 +40,7 @@ class EfficientNetLite(nn.Module):
 
 def _normalize(view: Image.Image) -> torch.Tensor:
     # The Lite models were trained on (x - 127) / 128 of 8-bit pixels. In NumPy: the same float32
-    # numbers, without waking torch's thread pool for 150k elements (13-50 ms of a served request
+    # numbers, without waking torch's thread pool for 150k elements (13-71 ms of a served request
     # on a busy 2-core machine, benchmarks/served_breakdown.py).
     pixels = (np.asarray(view, dtype=np.float32) - 127.0) / 128.0
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
