@@ -12,8 +12,9 @@ One TorchServe (model API on, loopback), each configuration registered, driven a
 in turn, so only one loads the cores at a time; then the best configuration by Grad-CAM req/s at
 concurrency 8 and by prediction p50 at concurrency 1. Archives are cached in model_store/layout/.
 
-    .venv/bin/python benchmarks/serve_layout.py                 # the whole table, ~8 min on a quiet 2-core VM
-    .venv/bin/python benchmarks/serve_layout.py --backends onnx --batch-sizes 1,4,8 --delays 10
+    .venv/bin/python benchmarks/serve_layout.py                 # 12 configurations (maxBatchDelay 2)
+    .venv/bin/python benchmarks/serve_layout.py --delays 10,2   # 20: maxBatchDelay 10 rows too
+    .venv/bin/python benchmarks/serve_layout.py --backends onnx --batch-sizes 4,8 --requests 16
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def main() -> int:
     parser.add_argument("--backends", type=lambda text: text.split(","), default=["torch", "onnx"])
     parser.add_argument("--layouts", default="1x2,2x1", type=lambda t: [tuple(map(int, v.split("x"))) for v in t.split(",")])
     parser.add_argument("--batch-sizes", type=numbers, default=[1, 4, 8])
-    parser.add_argument("--delays", type=numbers, default=[10, 2], help="maxBatchDelay values (ms) where batchSize > 1")
+    parser.add_argument("--delays", type=numbers, default=[2], help="maxBatchDelay values (ms) where batchSize > 1")
     parser.add_argument("--concurrency", type=numbers, default=[1, 4, 8])
     parser.add_argument("--requests", type=int, default=32, help="timed requests per cell")
     args = parser.parse_args()
