@@ -4,6 +4,7 @@
     python archives/build.py                        # every model under archives/ -> model_store/
     python archives/build.py efficientnet_lite0 --export-path /tmp/store
     python archives/build.py efficientnet_lite0 --name efficientnet_lite0_b1 --batch-size 1
+    python archives/build.py efficientnet_lite0 --name e_2x1 --workers 2 --threads 1   # a worker/thread layout
 
 Each archive holds the one handler (handlers/whyserve_handler.py; the model comes from
 model-config.yaml's handler.model), its model-config.yaml and the model's weights (from the
@@ -53,15 +54,20 @@ def build(
     batch_size: int | None = None,
     max_batch_delay: int | None = None,
     force: bool = False,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     name = name or model
     config_path = ARCHIVES / model / "model-config.yaml"
     if not config_path.exists():
         raise SystemExit(f"unknown model {model!r}: need {config_path}; known: {available()}")
     config = yaml.safe_load(config_path.read_text())
-    overrides = {"batchSize": batch_size, "maxBatchDelay": max_batch_delay}
+    overrides = {"batchSize": batch_size, "maxBatchDelay": max_batch_delay, "minWorkers": workers, "maxWorkers": workers}
     config.update({k: v for k, v in overrides.items() if v is not None})
     settings = config.get("handler", {})
+    if threads is not None:  # intra-op threads of each worker: torch's, and ONNX Runtime's on that backend
+        settings.update(torch_threads=threads, **({"onnx_threads": threads} if settings.get("backend") == "onnxruntime" else {}))
+        overrides["handler"] = settings
     source = weights_file(settings.get("model", model))  # from the model registry
     target, stamp = export_path / f"{name}.mar", export_path / f".{name}.inputs"
     extras = extra_files(settings)
@@ -132,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="archive/model name (one model only; default: the model's)")
     parser.add_argument("--batch-size", type=int, help="override batchSize of model-config.yaml")
     parser.add_argument("--max-batch-delay", type=int, help="override maxBatchDelay (ms) of model-config.yaml")
+    parser.add_argument("--workers", type=int, help="override minWorkers and maxWorkers of model-config.yaml")
+    parser.add_argument("--threads", type=int, help="override the handler's torch_threads (and onnx_threads)")
     parser.add_argument("-f", "--force", action="store_true")
     args = parser.parse_args(argv)
     models = args.models or available()
     if args.name and len(models) != 1:
         parser.error("--name needs exactly one model")
     for model in models:
-        build(model, args.export_path, args.name, args.batch_size, args.max_batch_delay, args.force)
+        build(model, args.export_path, args.name, args.batch_size, args.max_batch_delay, args.force, args.workers, args.threads)
     return 0
 
 

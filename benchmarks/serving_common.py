@@ -54,7 +54,7 @@ def served(url: str | None, management: str, models: list[str], tmp: Path) -> It
     server = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp / "ts")
     try:
         server.wait_ready(600)
-        print(f"TorchServe 0.12 on {server.inference_url}: {', '.join(models)} (one worker each)", flush=True)
+        print(f"TorchServe 0.12 on {server.inference_url}: {', '.join(models)} (workers: their model-config.yaml)", flush=True)
         yield server.inference_url, server.management_url
     finally:
         server.stop()

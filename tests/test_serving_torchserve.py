@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from conftest import CAT_CLASSES
@@ -31,6 +32,7 @@ from serving_helpers import (
 )
 from whyserve import ExplainRequest
 from whyserve.serving import decode_image
+from whyserve.serving.images import ImageLimits
 
 pytestmark = pytest.mark.slow
 
@@ -204,3 +206,17 @@ def test_fgvis_in_a_mixed_batch_keeps_each_target(url, chelsea):
     assert bodies[2]["explanation"]["explanation_image"]["width"] == 224
     for body in bodies:
         heatmap(body)
+
+
+def test_large_jpeg_is_served_and_each_reply_says_where_its_time_went(url, photos, effnet):
+    """A 4000x3000 JPEG takes the draft path (decoded at 1/8) and gets the top-1 of its full
+    decode; the Server-Timing header names the handler's stages in ms (benchmarks/served_breakdown.py)."""
+    large = encoded(photos["chelsea"].resize((4000, 3000), Image.Resampling.BICUBIC), "JPEG", quality=90)
+    big = post(url, raw(large, method="gradcam"))
+    assert big.status_code == 200, big.text
+    with torch.no_grad():
+        full = effnet.module(effnet.preprocess(decode_image(large, ImageLimits(max_resized_pixels=12_000_000)))[None])
+    assert big.json()["predictions"][0]["index"] == int(full.argmax())
+    stages = dict(part.strip().split(";dur=") for part in big.headers["Server-Timing"].split(","))
+    assert list(stages) == ["decode", "resize", "normalize", "engine", "encode"]
+    assert all(float(ms) >= 0 for ms in stages.values())

@@ -5,7 +5,9 @@ pixel is decoded: the stored pixel count, the aspect ratio, and the pixel count 
 resize the model will do (a 20000x1 PNG is 143 bytes, but resized to a 256 short side it is
 5,120,000x256 pixels). Then the image is decoded completely or refused (no grey fill),
 turned upright by its EXIF orientation, and converted to RGB by one stated rule per mode
-(``MODE_RULES``).
+(``MODE_RULES``). A JPEG at least twice the model's resize target on both sides is decoded
+by libjpeg at 1/2, 1/4 or 1/8 scale (``Image.draft``), never below that target: the model
+resizes it down anyway (a 4000x3000 photo: decode ~3x faster, and a 500x375 image to resize).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def decode_image(data: bytes, limits: ImageLimits | int = ImageLimits(), resized
     if image.format not in IMAGE_FORMATS:
         raise ServingError(415, f"image format {image.format} is not supported", IMAGE_FORMATS, "unsupported_format")
     limits.check(image.size, resized)
-    upright = _load_upright(image)
+    scale = _draft(image, resized)
+    upright = _load_upright(image, scale)
     limits.check(upright.size, resized)  # not needed (a transpose keeps the ratio) but cheap
     return to_rgb(upright)
 
@@ -125,25 +128,44 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ServingError(400, f"the image header is corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
 
 
-def _load_upright(image: Image.Image) -> Image.Image:
+EXIF_ORIENTATION, TURNED = 0x0112, (5, 6, 7, 8)  # orientations that swap width and height
+
+
+def _draft(image: Image.Image, resized: ResizeRule | None) -> int:
+    """Let libjpeg decode a JPEG at the coarsest of 1/2, 1/4, 1/8 that keeps both sides at or
+    above the model's resize target (``Image.draft`` picks it); returns the scale taken (1: none)."""
+    if image.format != "JPEG" or resized is None:
+        return 1
+    width, height = image.size
+    if image.getexif().get(EXIF_ORIENTATION) in TURNED:  # the resize applies to the upright image
+        target = resized(height, width)[::-1]
+    else:
+        target = resized(width, height)
+    image.draft(image.mode, target)  # same mode: only the size changes
+    return max(1, round(width / image.size[0]))
+
+
+def _load_upright(image: Image.Image, scale: int = 1) -> Image.Image:
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # set by some library in this process: PIL would grey-fill
         raise ServingError(500, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this worker", ["False"], "internal")
     try:
         image.load()
-        if image.format == "JPEG" and _grey_filled(image):
+        if image.format == "JPEG" and _grey_filled(image, scale):
             raise OSError("the scan data ends before the last rows (libjpeg would fill them with grey)")
         return ImageOps.exif_transpose(image)
     except Exception as error:  # noqa: BLE001 - truncated and corrupt data raise OSError, SyntaxError, ...
         raise ServingError(400, f"the image data is truncated or corrupt ({error})", IMAGE_FORMATS, "corrupt_image") from None
 
 
-def _grey_filled(image: Image.Image) -> bool:
+def _grey_filled(image: Image.Image, scale: int = 1) -> bool:
     """libjpeg decodes a JPEG whose data stops early (then an end marker) without an error, with
     zero coefficients for the missing blocks: the last MCU row comes out exactly mid-grey. An
-    image whose bottom 8 rows are exactly (128, 128, 128) is refused for that reason."""
+    image whose bottom 8 rows (8 / scale when decoded at 1/scale) are exactly (128, 128, 128)
+    is refused for that reason."""
     if image.mode not in ("L", "RGB"):
         return False
-    strip = np.asarray(image.crop((0, max(0, image.height - 8), image.width, image.height)))
+    rows = max(1, 8 // scale)
+    strip = np.asarray(image.crop((0, max(0, image.height - rows), image.width, image.height)))
     return bool((strip == 128).all())
 
 

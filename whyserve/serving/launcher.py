@@ -8,6 +8,7 @@ by side and ``stop`` stops exactly this one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,9 +24,17 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: the sockets stay bound until all are picked (one
+    at a time, the kernel can hand out the same port twice, and TorchServe then fails to bind)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def read_properties(path: str | Path) -> dict[str, str]:
@@ -150,18 +159,19 @@ def start(
     workdir = Path(workdir).resolve()
     for sub in ("tmp", "logs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    inference, management, metrics = ports or (free_port(), free_port(), free_port())
+    picked = free_ports(6)
+    inference, management, metrics = ports or picked[:3]
     properties = read_properties(config)
     properties.update(
         inference_address=f"http://{host}:{inference}",
         management_address=f"http://{host}:{management}",
         metrics_address=f"http://{host}:{metrics}",
-        grpc_inference_port=str(free_port()),
-        grpc_management_port=str(free_port()),
+        grpc_inference_port=str(picked[3]),
+        grpc_management_port=str(picked[4]),
         model_store=str(Path(model_store).resolve()),
         # Worker sockets are /tmp/.ts.sock.<port> (java.io.tmpdir, not TMPDIR), numbered from
         # 9000 in every server: a port of our own keeps two servers from sharing a socket.
-        initial_worker_port=str(free_port()),
+        initial_worker_port=str(picked[5]),
     )
     properties.pop("load_models", None)
     properties.pop("metrics_config", None)  # a production path; the default config works anywhere

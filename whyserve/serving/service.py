@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -95,6 +96,7 @@ class Reply:
     method: str | None = None
     explain_ms: float | None = None
     error_kind: str | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)  # where the time went (a Server-Timing header)
 
 
 @dataclass
@@ -104,6 +106,19 @@ class _Prepared:
     request: ResolvedRequest | None
     tensor: torch.Tensor
     view: Image.Image | None = field(default=None, repr=False)
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Stopwatch:
+    """Milliseconds since the last ``lap``: the stages of one request, cheap enough to always run."""
+
+    def __init__(self) -> None:
+        self.last, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = time.perf_counter()
+        self.laps[name], self.last = round((now - self.last) * 1e3, 2), now
+        return self.laps
 
 
 class ExplainService:
@@ -194,10 +209,14 @@ class ExplainService:
         resolved = None if request is None else self._resolve(request)
         if resolved is not None and self.budget is not None:
             self.budget.check(resolved, self.explainer.cost(resolved))
+        watch = _Stopwatch()
         image = decode_image(data, self.image_limits, self.resized)
+        watch.lap("decode")
         view = self.spec.view(image)
+        watch.lap("resize")
         tensor = self.spec.normalize(view)
-        return _Prepared(index, options, resolved, tensor, view if "overlay" in options.outputs else None)
+        stages = watch.lap("normalize")
+        return _Prepared(index, options, resolved, tensor, view if "overlay" in options.outputs else None, stages)
 
     def _resolve(self, request: ExplainRequest) -> ResolvedRequest:
         try:
@@ -231,8 +250,10 @@ class ExplainService:
             return replies
 
     def _explain(self, batch: list[_Prepared]) -> list[Reply]:
+        watch = _Stopwatch()
         images = torch.stack([item.tensor for item in batch])
         result = self.explainer.explain(images, [item.request for item in batch])
+        engine_ms = watch.lap("engine")["engine"]  # the batch's forward + explanations
         if self.budget is not None:
             self.budget.observe(result.timing_ms["predict"] / 1e3 / len(batch))
         replies = []
@@ -241,6 +262,7 @@ class ExplainService:
             predictions = result.topk(row, item.options.topk, self.spec.class_names)
             body = build_response(predictions, explanation, item.options, self.spec.class_names, item.view, result.backend)
             text = json.dumps(body, separators=(",", ":"))
+            stages = {**item.stages_ms, "engine": engine_ms, "encode": watch.lap("encode")["encode"]}
             if len(text) > self.config.max_response_bytes:
                 replies.append(
                     self._error(
@@ -254,7 +276,8 @@ class ExplainService:
                 )
                 continue
             explain_ms = explanation.timing_ms.get("explain") if explanation is not None else None
-            replies.append(Reply(200, text, item.request.method.name if item.request else NO_EXPLANATION, explain_ms))
+            method = item.request.method.name if item.request else NO_EXPLANATION
+            replies.append(Reply(200, text, method, explain_ms, stages_ms=stages))
         return replies
 
     def _failure(self, item: _Prepared) -> Reply:

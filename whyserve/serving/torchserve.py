@@ -113,6 +113,8 @@ class TorchServeHandler:
             context.set_response_content_type(index, "application/json")
             if reply.status != 200:
                 context.set_response_status(reply.status, HTTPStatus(reply.status).phrase, index)
+            if reply.stages_ms and hasattr(context, "set_response_header"):
+                context.set_response_header(index, "Server-Timing", server_timing(reply.stages_ms))
             self._metrics(context, index, reply)
         return [reply.body for reply in replies]
 
@@ -160,6 +162,11 @@ class TorchServeHandler:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
         except Exception:  # noqa: BLE001 - metrics never fail a request
             logger.warning("could not record metrics", exc_info=True)
+
+
+def server_timing(stages_ms: dict[str, float]) -> str:
+    """The W3C ``Server-Timing`` header value: ``decode;dur=3.1, resize;dur=1.2, ...`` (ms)."""
+    return ", ".join(f"{name};dur={ms:g}" for name, ms in stages_ms.items())
 
 
 def _histogram_type(metrics) -> object:
