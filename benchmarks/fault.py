@@ -53,13 +53,14 @@ def fault(inference: str, management: str, photo: bytes, before: float, after: f
     driver = threading.Thread(target=traffic, args=(url, photo, stop, log, concurrency))
     driver.start()
     time.sleep(before)
-    (victim,) = worker_pids(management, MODEL)
+    before_pids = worker_pids(management, MODEL)
+    victim = before_pids[0]  # one of the workers: the others keep serving
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     ready = None
     while time.monotonic() - killed < 300:
         pids = worker_pids(management, MODEL)
-        if pids and pids[0] != victim:
+        if len(pids) == len(before_pids) and victim not in pids:
             ready = time.monotonic()
             break
         time.sleep(0.1)
@@ -71,7 +72,7 @@ def fault(inference: str, management: str, photo: bytes, before: float, after: f
         str(status) for sent, done, status in log if done >= killed and (first_ok is None or sent < first_ok)
     )
     total = collections.Counter(str(status) for _, _, status in log)
-    print(f"\nkill -9 of worker {victim} after {before:.0f} s of gradcam traffic at concurrency {concurrency}\n")
+    print(f"\nkill -9 of worker {victim} (of {len(before_pids)}) after {before:.0f} s of gradcam traffic at concurrency {concurrency}\n")
     print("| figure | value |\n|---|---|")
     print(
         f"| new worker READY (management API) after | {ready - killed:.1f} s |"

@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from serving_helpers import MODEL, encoded, worker_pid
+from serving_helpers import MODEL, encoded, worker_pids
 from whyserve import Explainer, load_model
 from whyserve.photos import photo_path
 
@@ -66,5 +66,5 @@ def url(server):
 
 
 @pytest.fixture(scope="module")
-def first_pid(server):
-    return worker_pid(server)
+def first_pids(server):
+    return worker_pids(server)

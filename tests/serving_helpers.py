@@ -111,14 +111,14 @@ def post(url: str, request: dict, timeout: float = 120) -> requests.Response:
     return requests.post(url, timeout=timeout, **request)
 
 
-def worker_pid(server: launcher.TorchServe, model: str = MODEL) -> int:
-    """The PID of the model's one worker (management API), which must be READY."""
+def worker_pids(server: launcher.TorchServe, model: str = MODEL) -> tuple[int, ...]:
+    """The sorted PIDs of the model's workers (management API), which must all be READY."""
     described = requests.get(
         f"{server.management_url}/models/{model}", headers=server.auth_headers("management"), timeout=10
     ).json()
-    (worker,) = described[0]["workers"]
-    assert worker["status"] == "READY"
-    return worker["pid"]
+    workers = described[0]["workers"]
+    assert workers and all(worker["status"] == "READY" for worker in workers), workers
+    return tuple(sorted(worker["pid"] for worker in workers))
 
 
 def concurrently(url: str, requests_: list[dict]) -> list[requests.Response]:

@@ -28,7 +28,7 @@ from serving_helpers import (
     raw,
     start_server,
     truncated_jpeg,
-    worker_pid,
+    worker_pids,
 )
 from whyserve import ExplainRequest
 from whyserve.serving import decode_image
@@ -57,7 +57,7 @@ def heatmap(body: dict) -> np.ndarray:
     return np.asarray(png, dtype=np.float64) / 255.0
 
 
-def test_chelsea_is_a_cat_with_a_gradcam_heatmap(url, chelsea, first_pid):
+def test_chelsea_is_a_cat_with_a_gradcam_heatmap(url, chelsea, first_pids):
     response = post(url, raw(chelsea, method="gradcam"))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -122,7 +122,7 @@ def test_each_request_in_a_batch_keeps_its_own_target(url, chelsea, photos):
         heatmap(body)
 
 
-def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, photos, first_pid):
+def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, photos, first_pids):
     bad = [
         (raw(b""), 400, "empty"),
         (raw(b"definitely not an image"), 400, "not an image"),
@@ -152,7 +152,7 @@ def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, pho
         assert responses[-1].status_code == 200, responses[-1].text
         assert responses[-1].json()["explanation"]["method"] == "contrastive"
     assert post(url, raw(chelsea)).status_code == 200
-    assert worker_pid(server) == first_pid  # the same worker answered everything
+    assert worker_pids(server) == first_pids  # the same workers answered everything
 
 
 def test_served_heatmap_equals_the_engine_heatmap(url, chelsea, effnet, effnet_explainer):
