@@ -3,18 +3,24 @@ the engine and the protocol (in-process; the served archive: tests/test_quality_
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from serving_helpers import ROOT, encoded
 from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.data.flowers import make_flower
 from whyserve.data.quality import MAX_SIGMA, REGION, generate, make_distorted
 from whyserve.errors import InvalidOption
+from whyserve.serving import envelopes
 from whyserve.serving.protocol import RequestDefaults, ServingError, parse_options
+from whyserve.serving.service import ExplainService, ServingConfig
 
 
 def test_noise_lies_only_inside_the_square_and_has_the_labelled_strength():
@@ -104,3 +110,16 @@ def test_regression_predictions_are_the_values(explainer):
     result = explainer.explain(batch(explainer.spec, items), [None, None])
     values = result.values(1, explainer.spec.class_names)
     assert values == [{"index": 0, "label": "noise strength", "value": pytest.approx(float(result.logits[1, 0]))}]
+
+
+def test_kserve_v2_outputs_carry_the_predicted_value():
+    config = yaml.safe_load((ROOT / "archives" / "flowers_quality" / "model-config.yaml").read_text())["handler"]
+    service = ExplainService(ServingConfig.from_dict(config))
+    image = base64.b64encode(encoded(Image.fromarray(make_distorted(4043, 0, strength=0.4).image))).decode("ascii")
+    inputs = [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [image]}]
+    (reply,) = envelopes.answer(service, [envelopes.v2_request(inputs, {"method": "contrastive", "contrast": "0.9"})])
+    assert reply.status == 200, reply.body
+    outputs = envelopes.v2_outputs(reply)
+    assert [o.name for o in outputs] == ["topk_index", "topk_value", "topk_label", "heatmap", "explanation"]
+    assert abs(outputs[1].data[0] - 0.4) < 0.15
+    assert envelopes.v2_response(outputs) == json.loads(reply.body)
