@@ -16,6 +16,7 @@ import requests
 from PIL import Image
 
 from serving_helpers import encoded, start_server
+from whyserve.client import Client
 from whyserve.data.quality import make_distorted
 
 pytestmark = pytest.mark.slow
@@ -111,3 +112,13 @@ def test_contrastive_without_a_contrast_value_is_400(server, noisy):
     for reply in (post(server, noisy[1], method="contrastive"), post_json(server, noisy[1], method="contrastive", contrast=[1])):
         assert reply.status_code == 400, reply.text
         assert "contrast" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("encoding", ["multipart", "json"])
+def test_python_client_reads_the_value_and_asks_the_regression_question(server, noisy, encoding):
+    client = Client(server.inference_url, model=MODEL)
+    result = client.explain(noisy[1], method="contrastive", contrast=0.75, encoding=encoding)
+    top = result.top
+    assert top.label == "noise strength" and top.probability is None and abs(top.value - noisy[0].strength) < TOLERANCE
+    assert result.question == f"why {top.value:.3g}, rather than 0.75?"
+    assert result.heatmap.shape == (96, 96)

@@ -310,7 +310,8 @@ def _describe(method: str, target: str, contrast: str | float | None) -> str:
 
 def _score(prediction: dict) -> str:
     """A class's probability, or a regression output's value."""
-    return f"{prediction['value']:7.3f}" if "value" in prediction else f"{prediction['probability']:7.2%}"
+    value = prediction.get("value")
+    return f"{value:7.3f}" if value is not None else f"{prediction['probability']:7.2%}"
 
 
 def _report(name: str, predictions: list[dict], explained: str | None = None) -> str:
