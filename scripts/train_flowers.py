@@ -4,7 +4,7 @@
     .venv/bin/python scripts/train_flowers.py                # all, into whyserve/models/weights/
     .venv/bin/python scripts/train_flowers.py --model bcos --epochs 10
     .venv/bin/python scripts/train_flowers.py --model part   # the single-part variant (6 classes)
-    .venv/bin/python scripts/train_flowers.py --model quality --train 2000   # the noise-strength regressor
+    .venv/bin/python scripts/train_flowers.py --model quality   # the noise-strength regressor (whyserve.data.quality)
 
 Seeded (torch, the data and the batch order), CPU-only, two threads: each model takes a
 few minutes on 2 CPU cores. Training images come from seed 1 of the generator, the
