@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Train the flowers classifiers (``flowers_cnn``, ``flowers_bcos``, ``flowers_part``) on generated flowers.
+"""Train the flowers models (``flowers_cnn``, ``flowers_bcos``, ``flowers_part``, ``flowers_quality``) on generated flowers.
 
     .venv/bin/python scripts/train_flowers.py                # all, into whyserve/models/weights/
     .venv/bin/python scripts/train_flowers.py --model bcos --epochs 10
     .venv/bin/python scripts/train_flowers.py --model part   # the single-part variant (6 classes)
+    .venv/bin/python scripts/train_flowers.py --model quality   # the noise-strength regressor (whyserve.data.quality)
 
 Seeded (torch, the data and the batch order), CPU-only, two threads: each model takes a
 few minutes on 2 CPU cores. Training images come from seed 1 of the generator, the
 held-out images the accuracy is reported on from seed 2 (the tests use other seeds).
+``quality`` is a regression (``whyserve.data.quality``: the label is the strength of the noise
+in one square): MSE loss, held-out MSE and Pearson correlation reported instead of accuracy.
 """
 
 from __future__ import annotations
@@ -25,22 +28,49 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from whyserve.data import quality  # noqa: E402
 from whyserve.data.flowers import SINGLE_NUM_CLASSES, as_arrays, generate, generate_single_part  # noqa: E402
 from whyserve.models.flowers import WEIGHTS, FlowersBcos, FlowersCNN  # noqa: E402
+from whyserve.models.quality import QualityCNN  # noqa: E402
 
-MODELS = {"cnn": FlowersCNN, "bcos": FlowersBcos, "part": functools.partial(FlowersCNN, classes=SINGLE_NUM_CLASSES)}
-DATA = {"cnn": generate, "bcos": generate, "part": generate_single_part}  # part: one discriminative part per class
+MODELS = {
+    "cnn": FlowersCNN,
+    "bcos": FlowersBcos,
+    "part": functools.partial(FlowersCNN, classes=SINGLE_NUM_CLASSES),
+    "quality": QualityCNN,
+}
+# (generator, arrays): part has one discriminative part per class; quality a noisy square
+DATA = {
+    "cnn": (generate, as_arrays),
+    "bcos": (generate, as_arrays),
+    "part": (generate_single_part, as_arrays),
+    "quality": (quality.generate, quality.as_arrays),
+}
+REGRESSION = {"quality"}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
 
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.inference_mode():
-        pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
-    return float((pred == y).float().mean())
+        return torch.cat([model(x[i : i + 256]) for i in range(0, len(x), 256)])
+
+
+def heldout(kind: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> str:
+    """Accuracy of a classifier; MSE and Pearson r of predicted vs true value of a regressor."""
+    out = outputs(model, x)
+    if kind in REGRESSION:
+        pred = out[:, 0].double()
+        r = float(torch.corrcoef(torch.stack([pred, y.double()]))[0, 1])
+        return f"held-out MSE {float(((pred - y) ** 2).mean()):.4f}, Pearson r {r:.3f} (n={len(y)})"
+    return f"held-out accuracy {float((out.argmax(1) == y).float().mean()):.2%}"
+
+
+def loss_of(kind: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out[:, 0], y) if kind in REGRESSION else F.cross_entropy(out, y)
 
 
 def recalibrate_norms(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -80,24 +110,25 @@ def train(kind: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
                 batch = x[idx]
                 if torch.rand(1, generator=order).item() < 0.5:  # mirror half the batches
                     batch = batch.flip(3)
-                loss = F.cross_entropy(model(batch), y[idx])
+                loss = loss_of(kind, model(batch), y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            bar.write(f"flowers_{kind} epoch {epoch + 1}: held-out accuracy {accuracy(model, xv, yv):.2%}")
+            bar.write(f"flowers_{kind} epoch {epoch + 1}: {heldout(kind, model, xv, yv)}")
     recalibrate_norms(model, x[: args.recalibrate])
-    print(f"flowers_{kind}: {time.perf_counter() - start:.0f} s, held-out accuracy {accuracy(model, xv, yv):.2%}")
+    print(f"flowers_{kind}: {time.perf_counter() - start:.0f} s, {heldout(kind, model, xv, yv)}")
     return model.eval()
 
 
 @functools.cache
-def data(generator, train: int, heldout: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    print(f"generating {train} training and {heldout} held-out flowers ({generator.__name__})", file=sys.stderr)
-    images, labels = as_arrays(generator(train, seed=1))
-    heldout_images, heldout_labels = as_arrays(generator(heldout, seed=2))
+def data(source, train: int, held: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator, arrays = source
+    print(f"generating {train} training and {held} held-out images ({generator.__module__})", file=sys.stderr)
+    images, labels = arrays(generator(train, seed=1))
+    heldout_images, heldout_labels = arrays(generator(held, seed=2))
     return to_tensor(images), torch.from_numpy(labels), to_tensor(heldout_images), torch.from_numpy(heldout_labels)
 
 

@@ -178,7 +178,8 @@ def _explain(args: argparse.Namespace) -> int:
             Image.fromarray(explanation.image).save(f"{stem}_explanation.png")
         Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(overlay(view, explanation.heatmap), what)))
         shown = f"{what}: {stem}_overlay.png, {stem}_heatmap.png" + _features(explanation.features)
-        tqdm.write(_report(name, result.topk(0, args.topk, names), shown))
+        predictions = result.values(0, names) if spec.task == "regression" else result.topk(0, args.topk, names)
+        tqdm.write(_report(name, predictions, shown))
     return 1 if failures else 0
 
 
@@ -312,9 +313,15 @@ def _describe(method: str, target: str, contrast: str | float | None) -> str:
     return f"{method}: why {target}" + (f", rather than {contrast}" if contrast is not None else "") + "?"
 
 
+def _score(prediction: dict) -> str:
+    """A class's probability, or a regression output's value."""
+    value = prediction.get("value")
+    return f"{value:7.3f}" if value is not None else f"{prediction['probability']:7.2%}"
+
+
 def _report(name: str, predictions: list[dict], explained: str | None = None) -> str:
     """What both ``explain`` and ``client`` print for one image: the top-k, then the files."""
-    lines = [f"{name}:"] + [f"  {p['probability']:7.2%}  {p['index']:>4}  {p['label']}" for p in predictions]
+    lines = [f"{name}:"] + [f"  {_score(p)}  {p['index']:>4}  {p['label']}" for p in predictions]
     return "\n".join(lines + ([f"  {explained}"] if explained else []))
 
 

@@ -46,9 +46,12 @@ class ServerError(Exception):
 
 @dataclass(frozen=True)
 class Prediction:
+    """A class and its probability, or (regression models) an output and its ``value``."""
+
     index: int
     label: str
-    probability: float
+    probability: float | None
+    value: float | None = None
 
 
 @dataclass
@@ -76,15 +79,20 @@ class ExplainResult:
 
     @property
     def question(self) -> str | None:
-        """The question the map answers: "why tiger cat, rather than Egyptian cat?"."""
+        """The question the map answers: "why tiger cat, rather than Egyptian cat?" (a regression
+        model's: "why 0.58, rather than 0.75?")."""
         if self.target is None:
             return None
-        text = f"why {_name(self.target)}"
+        value = self.top.value if self.predictions else None
+        text = f"why {_name(self.target) if value is None else f'{value:.3g}'}"
         return text + (f", rather than {_name(self.contrast)}?" if self.contrast else "?")
 
     @classmethod
     def from_json(cls, body: dict) -> ExplainResult:
-        predictions = [Prediction(int(p["index"]), str(p["label"]), float(p["probability"])) for p in body["predictions"]]
+        predictions = [
+            Prediction(int(p["index"]), str(p["label"]), _number(p.get("probability")), _number(p.get("value")))
+            for p in body["predictions"]
+        ]
         explanation = body.get("explanation") or {}
         values = explanation.get("values")
         return cls(
@@ -133,7 +141,7 @@ class Client:
         image: ImageInput,
         method: str | None = None,
         target: int | str | None = None,
-        contrast: int | str | None = None,
+        contrast: int | str | float | None = None,
         outputs: str | list[str] | tuple[str, ...] = ("heatmap", "overlay"),
         *,
         model: str | None = None,
@@ -247,6 +255,10 @@ def multipart(image: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
     parts.append(f"{head}Content-Type: application/octet-stream\r\n\r\n".encode() + image + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(value)
 
 
 def _name(cls: dict) -> str:

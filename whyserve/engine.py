@@ -7,6 +7,7 @@ the backend and hands each method the rows that asked for it (``Method.compute``
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -57,6 +58,13 @@ class BatchResult:
         return [
             {"index": int(i), "label": class_names[i] if class_names else str(int(i)), "probability": float(p)}
             for p, i in zip(values.tolist(), indices.tolist())
+        ]
+
+    def values(self, index: int, output_names: tuple[str, ...] | None) -> list[dict]:
+        """A regression model's outputs as they are, in output order: [{index, label, value}]."""
+        return [
+            {"index": i, "label": output_names[i] if output_names else str(i), "value": float(v)}
+            for i, v in enumerate(self.logits[index].float().tolist())
         ]
 
 
@@ -185,8 +193,19 @@ class Explainer:
             valid = [m.name for m in self.methods.values() if m.takes_contrast]
             raise InvalidOption("contrast", f"method {method.name!r} takes no contrast", valid)
         if self.spec.task == "regression":
-            try:
-                return float(contrast)
-            except (TypeError, ValueError):
-                raise InvalidOption("contrast", f"{contrast!r} is not a number", ["a real number"]) from None
+            return self._value(contrast)
         return self._class(contrast, "contrast")
+
+    def _value(self, contrast: int | str | float) -> float:
+        """A regression contrast: a finite number, inside the model's output range if it has one."""
+        low, high = self.spec.value_range or (-math.inf, math.inf)
+        valid = ["a real number" if self.spec.value_range is None else f"a number from {low:g} to {high:g}"]
+        try:
+            value = float(contrast)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidOption("contrast", f"{contrast!r} is not a number", valid) from None
+        if not math.isfinite(value):
+            raise InvalidOption("contrast", f"{contrast!r} is not a finite number", valid)
+        if not low <= value <= high:
+            raise InvalidOption("contrast", f"{value:g} is outside the model's output range [{low:g}, {high:g}]", valid)
+        return value

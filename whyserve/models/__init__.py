@@ -35,6 +35,7 @@ class ModelSpec:
     bcos_input: str | None = None  # B-cos models: the module whose output is the encoded input
     vebi_relevance: Path | None = None  # VEBI's relevance file (``whyserve vebi-fit``); None: no vebi
     vebi_mu: float | None = None  # the L1 bound ``vebi-fit`` uses for this model (None: 10, the seed code's)
+    value_range: tuple[float, float] | None = None  # regression: the outputs' range (contrast values outside it: 400)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -93,4 +94,4 @@ def load_state_dict_file(module: nn.Module, path: str | Path) -> None:
 
 def _import_builtin() -> None:
     # Imported lazily so that registering stays cheap and free of import cycles.
-    from whyserve.models import efficientnet_lite, flowers, torchvision_models  # noqa: F401
+    from whyserve.models import efficientnet_lite, flowers, quality, torchvision_models  # noqa: F401

@@ -97,7 +97,7 @@ def normalize(image: Image.Image) -> torch.Tensor:
     return TF.pil_to_tensor(image).float() / 255.0
 
 
-def _load(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module:
+def load_weights(module: nn.Module, weights: str | Path | None, name: str) -> nn.Module:
     path = Path(weights) if weights else WEIGHTS / f"{name}.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: train it with scripts/train_flowers.py")
@@ -121,7 +121,7 @@ def _spec(
 ) -> ModelSpec:
     return ModelSpec(
         name=name,
-        module=_load(module, weights, name),
+        module=load_weights(module, weights, name),
         view=view,
         normalize=normalize,
         input_size=(SIZE, SIZE),

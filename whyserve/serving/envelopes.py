@@ -8,7 +8,8 @@ KServe-native runtime use these functions, so both answer the same bodies:
   instance is answered (a bad one with its ``{"error": ...}``); the status is the first error's.
 - v2: one BYTES input named ``image`` (one element: the image file, base64 in JSON); options
   as request or input parameters (the input's win). Outputs: ``topk_index`` (INT64 [k]),
-  ``topk_probability`` (FP32 [k]), ``topk_label`` (BYTES [k]), ``heatmap`` (BYTES [1]: the
+  ``topk_probability`` (FP32 [k]; ``topk_value``, the outputs, for a regression model),
+  ``topk_label`` (BYTES [k]), ``heatmap`` (BYTES [1]: the
   heatmap PNG, base64, the native response's ``explanation.heatmap.data``) and
   ``explanation`` (BYTES [1]: the native ``explanation`` as JSON, without the heatmap's data).
   A bad request gets its status and one output ``error`` (BYTES [1]: whyserve's error JSON).
@@ -140,9 +141,10 @@ def v2_outputs(reply: Reply) -> list[Output]:
     if reply.status != 200:
         return [Output("error", "BYTES", (1,), [reply.body])]
     predictions = body["predictions"]
+    score = "value" if predictions and "value" in predictions[0] else "probability"  # regression: the values
     outputs = [
         Output("topk_index", "INT64", (len(predictions),), [p["index"] for p in predictions]),
-        Output("topk_probability", "FP32", (len(predictions),), [p["probability"] for p in predictions]),
+        Output(f"topk_{score}", "FP32", (len(predictions),), [p[score] for p in predictions]),
         Output("topk_label", "BYTES", (len(predictions),), [p["label"] for p in predictions]),
     ]
     explanation = body["explanation"]
@@ -161,9 +163,10 @@ def v2_response(outputs: list[Output]) -> dict:
     named = {output.name: output.data for output in outputs}
     if "error" in named:
         return json.loads(named["error"][0])
+    score = "value" if "topk_value" in named else "probability"
     predictions = [
-        {"index": i, "label": label, "probability": p}
-        for i, label, p in zip(named["topk_index"], named["topk_label"], named["topk_probability"])
+        {"index": i, "label": label, score: p}
+        for i, label, p in zip(named["topk_index"], named["topk_label"], named[f"topk_{score}"])
     ]
     explanation = json.loads(named["explanation"][0]) if "explanation" in named else None
     if explanation is not None and "heatmap" in named:

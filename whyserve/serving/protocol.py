@@ -185,7 +185,7 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
     options = {k: v for k, v in raw.items() if v is not None and v != ""}
     method = _method(options.get("method", defaults.method), defaults.methods)
     target = _class_option(options.get("target"), "target")
-    contrast = _class_option(options.get("contrast"), "contrast")
+    contrast = _contrast_option(options.get("contrast"))
     serve = ServeOptions(_topk(options.get("topk", defaults.topk)), _outputs(options.get("outputs", "heatmap")))
     if method == NO_EXPLANATION:
         return None, serve
@@ -225,13 +225,20 @@ def _outputs(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(outputs))
 
 
+def _contrast_option(value: object) -> int | str | float | None:
+    """A class index or label, or (a JSON number) a regression model's contrast value; the
+    explainer checks it against the model (a classifier refuses a value, a regressor a label)."""
+    if isinstance(value, float):
+        return value
+    return _class_option(value, "contrast")
+
+
 def _class_option(value: object, name: str) -> int | str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ServingError(
-            400, f"{name}: {value!r} is not a class index or label", ["a class index", "a class label"], "bad_option"
-        )
+        valid = ["a class index", "a class label", *(["a number (regression models)"] if name == "contrast" else [])]
+        raise ServingError(400, f"{name}: {value!r} is not a class index or label", valid, "bad_option")
     digits = value.strip().lstrip("+-") if isinstance(value, str) else ""
     if isinstance(value, int) or (digits.isdigit() and digits.isascii()):
         return parse_int(value, name, -(10**9), 10**9)  # range checked against the model's classes later

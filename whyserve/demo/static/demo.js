@@ -196,11 +196,13 @@ function showPredictions(predictions) {
     const li = document.createElement("li");
     const label = Object.assign(document.createElement("span"), { className: "label", textContent: p.label });
     label.title = `class ${p.index}`;
-    const percent = `${(100 * p.probability).toFixed(1)}%`;
-    const prob = Object.assign(document.createElement("span"), { className: "prob", textContent: percent });
+    // a regression model's prediction is its value (in [0, 1] for flowers_quality), not a probability
+    const score = p.value !== undefined ? p.value : p.probability;
+    const shown = p.value !== undefined ? p.value.toFixed(3) : `${(100 * p.probability).toFixed(1)}%`;
+    const prob = Object.assign(document.createElement("span"), { className: "prob", textContent: shown });
     const bar = Object.assign(document.createElement("span"), { className: "bar" });
     const fill = document.createElement("span");
-    fill.style.width = `${Math.max(0.5, 100 * p.probability)}%`;
+    fill.style.width = `${Math.min(100, Math.max(0.5, 100 * score))}%`;
     bar.append(fill);
     li.append(label, prob, bar);
     return li;
