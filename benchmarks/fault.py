@@ -72,7 +72,8 @@ def fault(inference: str, management: str, photo: bytes, before: float, after: f
         str(status) for sent, done, status in log if done >= killed and (first_ok is None or sent < first_ok)
     )
     total = collections.Counter(str(status) for _, _, status in log)
-    print(f"\nkill -9 of worker {victim} (of {len(before_pids)}) after {before:.0f} s of gradcam traffic at concurrency {concurrency}\n")
+    workers = f"worker {victim} (of {len(before_pids)})"
+    print(f"\nkill -9 of {workers} after {before:.0f} s of gradcam traffic at concurrency {concurrency}\n")
     print("| figure | value |\n|---|---|")
     print(
         f"| new worker READY (management API) after | {ready - killed:.1f} s |"
