@@ -52,6 +52,10 @@ def torchserve_command() -> str:
     return str(here) if here.exists() else (shutil.which("torchserve") or "torchserve")
 
 
+def _all_ready(statuses: list[str]) -> bool:
+    return bool(statuses) and all(status == "READY" for status in statuses)
+
+
 @dataclass
 class TorchServe:
     workdir: Path
@@ -105,10 +109,12 @@ class TorchServe:
         return [w.get("status", "") for model in described for w in model.get("workers", [])]
 
     def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until every worker of every model is READY: a model with several workers answers once
+        one is, but the others would still be loading (and calibrating) beside the first requests."""
         deadline = time.monotonic() + timeout
         pending = list(self.models)
         while pending:
-            pending = [name for name in pending if "READY" not in self.model_status(name)]
+            pending = [name for name in pending if not _all_ready(self.model_status(name))]
             if not pending:
                 return
             if time.monotonic() > deadline:
