@@ -149,6 +149,23 @@ def test_topk_and_channels_are_parsed_with_bounds(service, chelsea_png, value):
     refused(service, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": value}, 400, "channels")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "x" * 3_000_000},
+        {"method": "scorecam", "channels": "x" * 3_000_000},
+        {"target": '"' * 3_000_000},  # JSON escaping would double it
+        {"x" * 3_000_000: 1},
+    ],
+    ids=["method", "channels", "target", "option name"],
+)
+def test_huge_option_values_get_a_short_400(service, chelsea_png, options):
+    fields = {"body": json.dumps({"image": base64.b64encode(chelsea_png).decode(), **options}).encode()}
+    (reply,) = service.handle([(fields, JSON)])
+    assert reply.status == 400 and len(reply.body) < 2000, (reply.status, len(reply.body))
+    assert "(cut: 3,0" in json.loads(reply.body)["error"]["message"]
+
+
 def test_base64_with_line_breaks_and_spaces_works(service, chelsea_png):
     wrapped = base64.encodebytes(chelsea_png).decode()  # 76 characters a line, as `base64` prints
     assert "\n" in wrapped
