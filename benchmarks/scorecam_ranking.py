@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 
 from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.backends.ort_backend import OrtBackend
+from whyserve.eval.passes import cached_forward
 from whyserve.methods.scorecam import RANKINGS, WEIGHTINGS
 from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import available_photos, photo_path
@@ -44,12 +45,7 @@ class CachedMasks:
         return getattr(self.backend, name)
 
     def masked_forward(self, images: torch.Tensor) -> torch.Tensor:
-        keys = [image.numpy().tobytes() for image in images]
-        missing = [i for i, key in enumerate(keys) if key not in self.cache]
-        if missing:
-            for i, logits in zip(missing, self.backend.masked_forward(images[missing])):
-                self.cache[keys[i]] = logits
-        return torch.stack([self.cache[key] for key in keys])
+        return cached_forward(self.cache, images, self.backend.masked_forward)[0]
 
 
 def _crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,23 +54,32 @@ class EvalBackend(TorchBackend):
     def masked_forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.cache is None:
             return self._plain(images)
-        keys = [hashlib.blake2b(image.numpy().tobytes(), digest_size=16).digest() for image in images.detach().cpu()]
-        first: dict[bytes, int] = {}
-        for i, key in enumerate(keys):
-            if key not in self.cache:
-                first.setdefault(key, i)
-        missing = list(first.values())
-        if missing:
-            for i, logits in zip(missing, self._plain(images[missing])):
-                self.cache[keys[i]] = logits
-        self.hits += len(keys) - len(missing)
-        return torch.stack([self.cache[key] for key in keys])
+        logits, hits = cached_forward(self.cache, images, self._plain)
+        self.hits += hits
+        return logits
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return super().predict(images) if self.ort is None else self.ort.predict(images)
 
     def _plain(self, images: torch.Tensor) -> torch.Tensor:
         return super().masked_forward(images) if self.ort is None else self.ort.masked_forward(images)
+
+
+def cached_forward(
+    cache: dict[bytes, torch.Tensor], images: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, int]:
+    """The logits of ``images`` (N, C, H, W), each distinct image (a 16-byte digest of its
+    bytes) run through ``forward`` once and kept in ``cache``; and how many came from it."""
+    keys = [hashlib.blake2b(image.numpy().tobytes(), digest_size=16).digest() for image in images.detach().cpu()]
+    first: dict[bytes, int] = {}
+    for i, key in enumerate(keys):
+        if key not in cache:
+            first.setdefault(key, i)
+    missing = list(first.values())
+    if missing:
+        for i, logits in zip(missing, forward(images[missing])):
+            cache[keys[i]] = logits
+    return torch.stack([cache[key] for key in keys]), len(keys) - len(missing)
 
 
 def eval_backend(spec: ModelSpec, onnx: bool = True) -> EvalBackend:
