@@ -14,7 +14,9 @@ PyTorch (efficientnet_lite0) and ONNX Runtime (efficientnet_lite0_onnx) archives
 
 Photos: chelsea.png (451x300) and a 4000x3000 JPEG made from it (decoded at 1/8 scale by the
 draft path). In the same run and process, in-process decode + preprocess + forward of the same
-bytes, and the ratio served prediction-only p50 / that (issue 15: <= 1.5x). Rows interleaved.
+bytes, and the ratio served prediction-only p50 / that (issue 15: <= 1.5x). Rows interleaved;
+then the same ratio back to back (blocks of --block requests, as a steady client sends them).
+The in-process services are configured as the archives (1 torch, 1 ONNX Runtime thread).
 
     .venv/bin/python benchmarks/served_breakdown.py [--rounds 20]
 """
@@ -32,6 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import requests
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,11 +61,16 @@ def photos() -> dict[str, bytes]:
 
 
 def in_process(tmp: Path) -> dict[str, ExplainService]:
+    """Services configured as the archives' handlers (their model-config.yaml: the same threads
+    as a worker, 1 torch and 1 ONNX Runtime thread), so the ratios compare the same work."""
     onnx = export_onnx(load_model("efficientnet_lite0"), tmp / "m.onnx")
-    return {
-        "PyTorch": ExplainService(ServingConfig(model="efficientnet_lite0", layer="head_act")),
-        "ONNX": ExplainService(ServingConfig(model="efficientnet_lite0", backend="onnxruntime", weights=str(onnx))),
-    }
+    services = {}
+    for backend, model in BACKENDS.items():
+        handler = yaml.safe_load((ROOT / "archives" / model / "model-config.yaml").read_text())["handler"]
+        if handler.get("backend") == "onnxruntime":
+            handler["weights"] = str(onnx)
+        services[backend] = ExplainService(ServingConfig.from_dict(handler))
+    return services
 
 
 def local_ms(service: ExplainService, data: bytes, draft: bool = True) -> float:
@@ -149,7 +157,8 @@ def print_tables(samples: dict[tuple, list[dict[str, float]]], photo_names: list
 
 
 def print_ratios(samples: dict[tuple, list[dict[str, float]]], local: dict[tuple, list[float]], photo_names: list[str]) -> None:
-    print("\nserved prediction only vs in process (decode + preprocess + forward, same bytes, same run), ms\n")
+    print("\nserved prediction only vs in process (decode + preprocess + forward, same bytes, same run), ms")
+    print("interleaved: every request after the other backend's and the in-process calls (cold caches)\n")
     print("| backend | photo | served p50 | in process | served / in process | in process, full decode (no draft) |")
     print("|---|---|---:|---:|---:|---:|")
     for backend in BACKENDS:
@@ -159,6 +168,35 @@ def print_ratios(samples: dict[tuple, list[dict[str, float]]], local: dict[tuple
             full = local.get((backend, photo, False))
             full_text = f"{statistics.median(full):.1f}" if full else "-"
             print(f"| {backend} | {photo} | {served_p50:.1f} | {here:.1f} | {served_p50 / here:.2f}x | {full_text} |")
+
+
+def back_to_back(
+    inference: str, services: dict[str, ExplainService], images: dict[str, bytes], rounds: int, block: int
+) -> dict[tuple, list[float]]:
+    """Blocks of ``block`` prediction requests one after another (a steady client at
+    concurrency 1, as benchmarks/serve_load.py drives it), each followed by a block of the same
+    calls in process; the blocks alternate over ``rounds``. The first call of a block is dropped."""
+    times: dict[tuple, list[float]] = defaultdict(list)
+    session = requests.Session()
+    for _ in range(rounds):
+        for backend, model in BACKENDS.items():
+            for photo, data in images.items():
+                served_ms = [send(session, f"{inference}/predictions/{model}", data, "none")["client"] for _ in range(block + 1)]
+                local = [local_ms(services[backend], data) for _ in range(block + 1)]
+                times[backend, photo, "served"] += served_ms[1:]
+                times[backend, photo, "local"] += local[1:]
+    return times
+
+
+def print_back_to_back(times: dict[tuple, list[float]], photo_names: list[str], rounds: int, block: int) -> None:
+    print(f"\nback to back: {rounds} rounds of {block} served then {block} in-process calls per backend and photo, ms\n")
+    print("| backend | photo | served p50 | in process p50 | served / in process |")
+    print("|---|---|---:|---:|---:|")
+    for backend in BACKENDS:
+        for photo in photo_names:
+            served_p50 = statistics.median(times[backend, photo, "served"])
+            here = statistics.median(times[backend, photo, "local"])
+            print(f"| {backend} | {photo} | {served_p50:.1f} | {here:.1f} | {served_p50 / here:.2f}x |")
 
 
 def measure(inference: str, services: dict[str, ExplainService], images: dict[str, bytes], rounds: int) -> tuple[dict, dict]:
@@ -179,6 +217,7 @@ def measure(inference: str, services: dict[str, ExplainService], images: dict[st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--block", type=int, default=10, help="calls per back-to-back block (rounds: --rounds / 4)")
     args = parser.parse_args()
     images = photos()
     with tempfile.TemporaryDirectory() as tmp, served(None, "", list(BACKENDS.values()), Path(tmp)) as (inference, _):
@@ -190,10 +229,13 @@ def main() -> int:
             ordered = [samples[key] for key in samples if key[0] == backend]
             in_order = [row[r] for r in range(args.rounds + 1) for row in ordered]
             attach(in_order, metrics[model])
+        steady_rounds = max(1, args.rounds // 4)  # after the logs are read: their requests are not in them
+        steady = back_to_back(inference, services, images, steady_rounds, args.block)
     samples = {key: values[1:] for key, values in samples.items()}
     print(f"{args.rounds} interleaved rounds; archives as shipped (archives/*/model-config.yaml)")
     print_tables(samples, list(images))
     print_ratios(samples, local, list(images))
+    print_back_to_back(steady, list(images), steady_rounds, args.block)
     return 0
 
 
