@@ -6,7 +6,7 @@
 
 from whyserve import Explainer, load_model
 from whyserve.data.flowers import make_fair_grid, make_grid
-from whyserve.eval.report import _cell, _grid_scores
+from whyserve.eval.report import grid_scores, interval_cell
 
 MODELS = (("flowers_cnn", ("gradcam",)), ("flowers_bcos", ("bcos", "gradcam")))
 
@@ -18,7 +18,7 @@ def main(seed: int = 100, grids: int = 6) -> None:
     for model, methods in MODELS:
         explainer = Explainer(load_model(model))
         for method in methods:
-            cells = [_cell(_grid_scores(explainer, method, grid), seed) for grid in (mixed, fair)]
+            cells = [interval_cell(grid_scores(explainer, method, grid), seed) for grid in (mixed, fair)]
             print(f"| {model} / {method} | {cells[0]} | {cells[1]} |", flush=True)
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.data.quality import Distorted, generate
 from whyserve.eval.metrics import energy_pointing_game
-from whyserve.eval.report import _cell
+from whyserve.eval.report import interval_cell
 
 SHIFT = 0.25  # contrast = prediction +- SHIFT, clipped to the output range [0, 1]
 ROWS = (
@@ -75,7 +75,7 @@ def main() -> None:
     print(f"prediction MSE {mse:.4f}, Pearson r {r:.3f}\n")
     print("| explanation | share of positive energy in the noisy square |\n|---|---|")
     for name, key in ROWS:
-        print(f"| {name} | {_cell(shares[key], args.seed)} |")
+        print(f"| {name} | {interval_cell(shares[key], args.seed)} |")
     area = float(np.mean([d.area for d in items]))
     print(f"| chance: the square's share of the image area | {area:.3f} |")
 

@@ -178,8 +178,7 @@ def _explain(args: argparse.Namespace) -> int:
             Image.fromarray(explanation.image).save(f"{stem}_explanation.png")
         Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(overlay(view, explanation.heatmap), what)))
         shown = f"{what}: {stem}_overlay.png, {stem}_heatmap.png" + _features(explanation.features)
-        predictions = result.values(0, names) if spec.task == "regression" else result.topk(0, args.topk, names)
-        tqdm.write(_report(name, predictions, shown))
+        tqdm.write(_report(name, result.predictions(0, spec, args.topk), shown))
     return 1 if failures else 0
 
 

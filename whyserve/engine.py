@@ -60,6 +60,10 @@ class BatchResult:
             for p, i in zip(values.tolist(), indices.tolist())
         ]
 
+    def predictions(self, index: int, spec: ModelSpec, k: int) -> list[dict]:
+        """What a reply lists: a regression model's values, else the top-``k`` classes."""
+        return self.values(index, spec.class_names) if spec.task == "regression" else self.topk(index, k, spec.class_names)
+
     def values(self, index: int, output_names: tuple[str, ...] | None) -> list[dict]:
         """A regression model's outputs as they are, in output order: [{index, label, value}]."""
         return [

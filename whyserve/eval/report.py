@@ -105,7 +105,7 @@ class Report:
             for column in COLUMNS:
                 v = values.get(column, [])
                 percent = column.startswith(("Avg Drop", "Incr Conf"))
-                cells.append(_cell(v, self.seed, 100.0 if percent else 1.0) if v else "–")
+                cells.append(interval_cell(v, self.seed, 100.0 if percent else 1.0) if v else "–")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         if self.pairs:
             lines += ["", "One-part contrasts (P and Q differ in one part's colour): share of positive energy on that part", ""]
@@ -125,10 +125,11 @@ def _pair_row(names, plain: list[float], contrastive: list[float], seed: int) ->
     model, plain_name, contrastive_name = names
     a, b = np.mean(plain), np.mean(contrastive)
     ratio = b / a if a else float("inf")
-    return f"| {model} | {plain_name} | {_cell(plain, seed)} | {contrastive_name} | {_cell(contrastive, seed)} | {ratio:.2f} |"
+    cells = [interval_cell(values, seed) for values in (plain, contrastive)]
+    return f"| {model} | {plain_name} | {cells[0]} | {contrastive_name} | {cells[1]} | {ratio:.2f} |"
 
 
-def _cell(values: list[float], seed: int, scale: float = 1.0) -> str:
+def interval_cell(values: list[float], seed: int, scale: float = 1.0) -> str:
     """mean [95 % bootstrap interval] n=..."""
     low, high = metrics.bootstrap_interval(values, seed)
     digits = 1 if scale != 1.0 else 3
@@ -227,7 +228,7 @@ def run(
     return report
 
 
-def _grid_scores(explainer: Explainer, method: str, cells: list[tuple[Grid, int]]) -> list[float]:
+def grid_scores(explainer: Explainer, method: str, cells: list[tuple[Grid, int]]) -> list[float]:
     """Grid pointing game of ``method`` for each (grid, scored cell); B-cos scores its signed
     contributions (positive part), the CAMs their heatmaps."""
     if not cells:
@@ -275,9 +276,9 @@ def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, f
         report.rows[row]["PG"].append(metrics.pointing_game(e.heatmap, f.evidence_mask))
         _faithfulness(report, row, predict, image, e.heatmap, f.label, steps, data.mean)
     with report.timed(row, "grid PG mixed"), explainer.backend.shared_masks():  # a grid's 4 cells, 1 set of masks
-        report.rows[row]["grid PG mixed"] += _grid_scores(explainer, method, data.grid_cells)
+        report.rows[row]["grid PG mixed"] += grid_scores(explainer, method, data.grid_cells)
     with report.timed(row, "grid PG fair"):
-        report.rows[row]["grid PG fair"] += _grid_scores(explainer, method, data.fair_cells)
+        report.rows[row]["grid PG fair"] += grid_scores(explainer, method, data.fair_cells)
     figure_maps[row] = [e.heatmap for e in explanations[:3]]
     if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
         figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]

@@ -259,10 +259,7 @@ class ExplainService:
         replies = []
         for row, item in enumerate(batch):
             explanation = result.explanations[row]
-            if self.spec.task == "regression":  # the predicted value(s), no softmax
-                predictions = result.values(row, self.spec.class_names)
-            else:
-                predictions = result.topk(row, item.options.topk, self.spec.class_names)
+            predictions = result.predictions(row, self.spec, item.options.topk)
             body = build_response(predictions, explanation, item.options, self.spec.class_names, item.view, result.backend)
             text = json.dumps(body, separators=(",", ":"))
             stages = {**item.stages_ms, "engine": engine_ms, "encode": watch.lap("encode")["encode"]}
