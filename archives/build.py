@@ -43,6 +43,17 @@ def onnx_file(model: str, layer: str | None, folder: Path) -> Path:
     return export_onnx(load_model(model), folder / f"{model}.onnx", layer)
 
 
+def handler_settings(archive: str, folder: Path) -> dict:
+    """The archive's model-config.yaml ``handler`` section as its worker gets it, for an
+    in-process ``ExplainService``: for backend onnxruntime, ``weights`` is the model exported
+    into ``folder``/``archive``."""
+    settings = dict(yaml.safe_load((ARCHIVES / archive / "model-config.yaml").read_text())["handler"])
+    if settings.get("backend") == "onnxruntime":
+        (folder / archive).mkdir(parents=True, exist_ok=True)
+        settings["weights"] = str(onnx_file(settings["model"], settings.get("layer"), folder / archive))
+    return settings
+
+
 def available() -> list[str]:
     return sorted(p.parent.name for p in ARCHIVES.glob("*/model-config.yaml"))
 

@@ -26,7 +26,7 @@ from whyserve import Explainer, ExplainRequest
 from whyserve.backends.torch_backend import TorchBackend
 from whyserve.data.flowers import generate, make_grid
 from whyserve.eval import metrics
-from whyserve.eval.passes import EvalBackend
+from whyserve.eval.passes import EvalBackend, torch_threads
 from whyserve.eval.report import SCORECAM_CHUNK, _to_tensor
 from whyserve.models import load_model
 from whyserve.onnx_runtime import create_session, export_onnx
@@ -56,13 +56,9 @@ def _rows(name: str) -> dict[str, Callable[[], object]]:
 
     def deletion(backend: EvalBackend, threads: int) -> Callable[[], float]:
         def run() -> float:
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
+            with torch_threads(threads):
                 predict = lambda x: torch.softmax(backend.predict(x), dim=1)  # noqa: E731
                 return metrics.deletion_auc(predict, image, saliency, flower.label)
-            finally:
-                torch.set_num_threads(before)
 
         return run
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from whyserve import Explainer, ExplainRequest, load_model
 from whyserve.backends.ort_backend import OrtBackend
+from whyserve.eval.passes import torch_threads
 from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import photo_path
 
@@ -48,12 +49,8 @@ def on_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` with PyTorch on ``threads`` intra-op threads, then back (process-wide setting)."""
 
     def run() -> object:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return fn()
-        finally:
-            torch.set_num_threads(before)
 
     return run
 

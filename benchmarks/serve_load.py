@@ -5,7 +5,7 @@
     python benchmarks/serve_load.py                       # builds _b1/_b8 archives, starts its own TorchServe
     python benchmarks/serve_load.py --url http://127.0.0.1:8080 --models efficientnet_lite0
 
-The server runs the workers of the model-config.yaml (efficientnet_lite0: 1, efficientnet_lite0_onnx: 2);
+The server runs the workers of the model-config.yaml (2 for each EfficientNet-Lite0 archive);
 only one model is loaded with requests at a time.
 """
 

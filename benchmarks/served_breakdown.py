@@ -34,15 +34,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import requests
-import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from archives.build import handler_settings  # noqa: E402
 from benchmarks.serving_common import served  # noqa: E402
-from whyserve import load_model  # noqa: E402
-from whyserve.onnx_runtime import export_onnx  # noqa: E402
 from whyserve.photos import photo_path  # noqa: E402
 from whyserve.serving.images import ImageLimits, decode_image  # noqa: E402
 from whyserve.serving.service import ExplainService, ServingConfig  # noqa: E402
@@ -63,14 +61,7 @@ def photos() -> dict[str, bytes]:
 def in_process(tmp: Path) -> dict[str, ExplainService]:
     """Services configured as the archives' handlers (their model-config.yaml: the same threads
     as a worker, 1 torch and 1 ONNX Runtime thread), so the ratios compare the same work."""
-    onnx = export_onnx(load_model("efficientnet_lite0"), tmp / "m.onnx")
-    services = {}
-    for backend, model in BACKENDS.items():
-        handler = yaml.safe_load((ROOT / "archives" / model / "model-config.yaml").read_text())["handler"]
-        if handler.get("backend") == "onnxruntime":
-            handler["weights"] = str(onnx)
-        services[backend] = ExplainService(ServingConfig.from_dict(handler))
-    return services
+    return {backend: ExplainService(ServingConfig.from_dict(handler_settings(model, tmp))) for backend, model in BACKENDS.items()}
 
 
 def local_ms(service: ExplainService, data: bytes, draft: bool = True) -> float:

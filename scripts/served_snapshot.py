@@ -20,14 +20,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
-from whyserve.data.flowers import generate
-from whyserve.photos import photo_path
-from whyserve.serving.service import ExplainService, ServingConfig
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from archives.build import available, handler_settings  # noqa: E402
+from whyserve.data.flowers import generate  # noqa: E402
+from whyserve.photos import photo_path  # noqa: E402
+from whyserve.serving.service import ExplainService, ServingConfig  # noqa: E402
 
 
 def _png(image: Image.Image) -> bytes:
@@ -76,16 +77,11 @@ def requests(cat: bytes, coffee: bytes, flower: bytes) -> list[tuple[str, tuple[
 
 
 def _services(onnx_dir: Path) -> dict[str, ExplainService]:
-    from whyserve.models import load_model
-    from whyserve.onnx_runtime import export_onnx
-
     services = {}
-    for config_path in sorted((ROOT / "archives").glob("*/model-config.yaml")):
-        settings = dict(yaml.safe_load(config_path.read_text())["handler"])
-        if settings.get("backend") == "onnxruntime":
-            settings["weights"] = str(export_onnx(load_model(settings["model"]), onnx_dir / "m.onnx", settings.get("layer")))
+    for archive in available():
+        settings = handler_settings(archive, onnx_dir)
         settings["torch_threads"] = None
-        services[config_path.parent.name] = ExplainService(ServingConfig.from_dict(settings))
+        services[archive] = ExplainService(ServingConfig.from_dict(settings))
     return services
 
 

@@ -4,6 +4,7 @@ from PIL import Image
 
 from serving_helpers import MODEL, encoded, worker_pids
 from whyserve import Explainer, load_model
+from whyserve.eval.passes import torch_threads
 from whyserve.photos import photo_path
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -38,10 +39,8 @@ def effnet_explainer(effnet):
 @pytest.fixture(scope="module")
 def one_thread():
     """For loops of many small passes (FGVis): contending threads on a busy CPU make them crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 # -- serving: the service in-process, and (for modules that define ``server``) a TorchServe ------

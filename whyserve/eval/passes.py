@@ -82,6 +82,18 @@ def cached_forward(
     return torch.stack([cache[key] for key in keys]), len(keys) - len(missing)
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch on ``threads`` intra-op threads inside the block (None: unchanged), then back
+    (the setting is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def eval_backend(spec: ModelSpec, onnx: bool = True) -> EvalBackend:
     """``spec``'s ``EvalBackend``, its plain passes on ONNX Runtime unless ``onnx`` is False."""
     if not onnx:

@@ -52,7 +52,7 @@ from whyserve.data.flowers import (
 )
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.eval import metrics
-from whyserve.eval.passes import EvalBackend, eval_backend
+from whyserve.eval.passes import EvalBackend, eval_backend, torch_threads
 from whyserve.models import load_model
 
 FLOWER_MODELS = ("flowers_cnn", "flowers_bcos")
@@ -211,17 +211,13 @@ def run(
     figure_maps: dict[str, list[np.ndarray]] = {}
     total = sum(len(PLAIN[m]) + len(CONTRASTIVE[m]) for m in models) + (3 if photos else 0)
     bar = tqdm(total=total, desc="whyserve eval", unit="method", file=sys.stderr, disable=not progress)
-    threads = torch.get_num_threads()
     # With ONNX Runtime, one PyTorch thread: its work is then many small ops between ONNX Runtime's
     # runs, where a second thread costs more to wake than it saves (5x slower on 2 busy cores).
-    torch.set_num_threads(1 if onnx else threads)
-    try:
+    with torch_threads(1 if onnx else None):
         for name in models:
             _flower_model(report, name, data, figure_maps, bar, steps, onnx)
         if photos:
             _photos(report, bar, steps, onnx)
-    finally:
-        torch.set_num_threads(threads)
     bar.close()
     if figure is not None:
         _figure(figure, flowers[:3], figure_maps)

@@ -165,19 +165,19 @@ def start(
     workdir = Path(workdir).resolve()
     for sub in ("tmp", "logs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    picked = free_ports(6)
-    inference, management, metrics = ports or picked[:3]
+    grpc_inference, grpc_management, worker, *http = free_ports(3 if ports else 6)
+    inference, management, metrics = ports or http
     properties = read_properties(config)
     properties.update(
         inference_address=f"http://{host}:{inference}",
         management_address=f"http://{host}:{management}",
         metrics_address=f"http://{host}:{metrics}",
-        grpc_inference_port=str(picked[3]),
-        grpc_management_port=str(picked[4]),
+        grpc_inference_port=str(grpc_inference),
+        grpc_management_port=str(grpc_management),
         model_store=str(Path(model_store).resolve()),
         # Worker sockets are /tmp/.ts.sock.<port> (java.io.tmpdir, not TMPDIR), numbered from
         # 9000 in every server: a port of our own keeps two servers from sharing a socket.
-        initial_worker_port=str(picked[5]),
+        initial_worker_port=str(worker),
     )
     properties.pop("load_models", None)
     properties.pop("metrics_config", None)  # a production path; the default config works anywhere
