@@ -27,6 +27,9 @@ explanation from its container (run by tests/test_docker_images.py; CI has no re
    and a v2 /infer request.
 
 Podman needs docker/podman/containers.conf here (runc; explicit nofile/nproc limits).
+WHYSERVE_PODMAN_ROOT=<dir> gives every podman call a store of its own (--root <dir>/storage
+--runroot <dir>/run): with a new WHYSERVE_DOCKER_CACHE, the whole cold path without touching
+the machine's store.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ WHEELS = CACHE / "wheels"  # shared by every checkout on the machine (~3 GB)
 BASE = "debian:bookworm-slim"
 PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
 ENV = dict(os.environ, CONTAINERS_CONF=str(ROOT / "docker" / "podman" / "containers.conf"))
+# A store of its own (WHYSERVE_PODMAN_ROOT) runs the whole cold path without touching the machine's.
+STORE = os.environ.get("WHYSERVE_PODMAN_ROOT")
+PODMAN = ["podman", *(["--root", f"{STORE}/storage", "--runroot", f"{STORE}/run"] if STORE else [])]
 MIN_FREE_GB = 16
 MIN_FREE_GB_CACHED = 4  # the later layers of the three images: ~1.5 GB
 MODELS = sorted(p.parent.name for p in (ROOT / "archives").glob("*/model-config.yaml"))
@@ -70,7 +76,12 @@ def run(*command: str, **options) -> subprocess.CompletedProcess:
 
 
 def podman(*args: str, **options) -> subprocess.CompletedProcess:
-    return run("podman", *args, **options)
+    return run(*PODMAN, *args, **options)
+
+
+def podman_quiet(*args: str, **options) -> subprocess.CompletedProcess:
+    """A podman call whose failure is an answer, not an error (not echoed)."""
+    return subprocess.run([*PODMAN, *args], env=ENV, **options)
 
 
 def ensure_tools() -> None:
@@ -78,26 +89,40 @@ def ensure_tools() -> None:
     if missing:
         if os.geteuid() != 0:
             raise SystemExit(f"needs {missing} (apt-get install {' '.join(missing)})")
+        # a new machine may have no package lists yet (apt-get install then finds nothing)
+        run("apt-get", "update", "-qq", stdout=subprocess.DEVNULL)
         run("apt-get", "install", "-y", "--no-install-recommends", *missing, stdout=subprocess.DEVNULL)
 
 
-def debian_mirror() -> str:
-    """The Debian mirror apt uses (deb822 .sources or sources.list)."""
-    for path in sorted(Path("/etc/apt").glob("sources.list.d/*.sources")) + [Path("/etc/apt/sources.list")]:
-        text = path.read_text() if path.exists() else ""
-        for match in re.finditer(r"^(?:URIs:\s*|deb\s+)(\S+/debian)/?\s", text, re.M):
+def debian_mirror(apt: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror the host's apt uses (deb822 .sources or one-line .list files): the only
+    one known to answer here, so none found is an error, not a guess."""
+    sources = [*sorted(apt.glob("sources.list.d/*.sources")), *sorted(apt.glob("sources.list.d/*.list")), apt / "sources.list"]
+    for path in sources:
+        text = path.read_text() if path.is_file() else ""
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s", text, re.M):
             return match.group(1)
-    return "http://deb.debian.org/debian"
+    raise SystemExit(
+        f"no Debian mirror in {apt}/sources.list or {apt}/sources.list.d/*.sources|*.list "
+        "(a 'URIs: <url>/debian' or 'deb <url>/debian bookworm main' line): debootstrap needs one"
+    )
+
+
+def add_host_certificates(rootfs: Path, bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")) -> Path:
+    """HTTPS from inside a build needs the certificates this network uses: the host's bundle.
+    minbase installs no ca-certificates package, so not even its directory exists."""
+    certs = rootfs / "etc" / "ssl" / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(bundle, certs / "ca-certificates.crt"))
 
 
 def make_base() -> None:
-    if subprocess.run(["podman", "image", "exists", BASE], env=ENV).returncode == 0:
+    if podman_quiet("image", "exists", BASE).returncode == 0:
         return
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         rootfs = Path(tmp) / "rootfs"
         run("debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror(), stdout=subprocess.DEVNULL)
-        # HTTPS from inside a build needs the certificates this network uses: the host's bundle.
-        shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc" / "ssl" / "certs" / "ca-certificates.crt")
+        add_host_certificates(rootfs)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         podman("import", "-", BASE, stdin=tar.stdout, stdout=subprocess.DEVNULL)
         tar.wait()
@@ -166,7 +191,8 @@ def torch_layer_in_store(dockerfile: str) -> bool:
 def build(dockerfile: str, tag: str, *build_args: str) -> float:
     start = time.monotonic()
     args = [arg for pair in build_args for arg in ("--build-arg", pair)]
-    free_gb = shutil.disk_usage("/var/lib/containers" if os.path.isdir("/var/lib/containers") else "/").free / 2**30
+    store = Path(f"{STORE}/storage" if STORE else "/var/lib/containers")
+    free_gb = shutil.disk_usage(next(p for p in (store, *store.parents) if p.is_dir())).free / 2**30
     needed = MIN_FREE_GB_CACHED if torch_layer_in_store(dockerfile) else MIN_FREE_GB
     if free_gb < needed:
         raise SystemExit(f"{free_gb:.1f} GB free: building {dockerfile} needs {needed} GB (the torch layer is ~6 GB)")
@@ -350,8 +376,8 @@ def started(image: str, flags: list[str], args: list[str]) -> tuple[str, int, in
 
 def removed(name: str, failed: bool) -> None:
     if failed:
-        subprocess.run(["podman", "logs", "--tail", "60", name], env=ENV)
-    subprocess.run(["podman", "rm", "-f", "-t", "5", name], env=ENV, capture_output=True)
+        podman_quiet("logs", "--tail", "60", name)
+    podman_quiet("rm", "-f", "-t", "5", name, capture_output=True)
 
 
 def serve_as_deployment(image: str) -> dict:
@@ -406,9 +432,7 @@ def wait_http(url: str, name: str, timeout: float = 600) -> float:
                 return time.monotonic() - start
         except requests.ConnectionError:
             pass
-        state = subprocess.run(
-            ["podman", "inspect", "--format", "{{.State.Running}}", name], env=ENV, capture_output=True, text=True
-        )
+        state = podman_quiet("inspect", "--format", "{{.State.Running}}", name, capture_output=True, text=True)
         if state.stdout.strip() != "true":
             raise RuntimeError(f"container {name} stopped before {url} answered")
         time.sleep(2)

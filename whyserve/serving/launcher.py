@@ -150,6 +150,30 @@ class TorchServe:
             pass
 
 
+def served_properties(
+    config: str | Path, model_store: str | Path, host: str, ports: tuple[int, int, int], extra: tuple[int, int, int]
+) -> dict[str, str]:
+    """``config``'s properties with the addresses of ``host``/``ports`` (inference, management,
+    metrics) and ``extra`` (gRPC inference, gRPC management, first worker port)."""
+    inference, management, metrics = ports
+    grpc_inference, grpc_management, worker = extra
+    properties = read_properties(config)
+    properties.update(
+        inference_address=f"http://{host}:{inference}",
+        management_address=f"http://{host}:{management}",
+        metrics_address=f"http://{host}:{metrics}",
+        grpc_inference_port=str(grpc_inference),
+        grpc_management_port=str(grpc_management),
+        model_store=str(Path(model_store).resolve()),
+        # Worker sockets are /tmp/.ts.sock.<port> (java.io.tmpdir, not TMPDIR), numbered from
+        # 9000 in every server: a port of our own keeps two servers from sharing a socket.
+        initial_worker_port=str(worker),
+    )
+    properties.pop("load_models", None)
+    properties.pop("metrics_config", None)  # a production path; the default config works anywhere
+    return properties
+
+
 def start(
     model_store: str | Path,
     models: list[str],
@@ -167,35 +191,17 @@ def start(
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     grpc_inference, grpc_management, worker, *http = free_ports(3 if ports else 6)
     inference, management, metrics = ports or http
-    properties = read_properties(config)
-    properties.update(
-        inference_address=f"http://{host}:{inference}",
-        management_address=f"http://{host}:{management}",
-        metrics_address=f"http://{host}:{metrics}",
-        grpc_inference_port=str(grpc_inference),
-        grpc_management_port=str(grpc_management),
-        model_store=str(Path(model_store).resolve()),
-        # Worker sockets are /tmp/.ts.sock.<port> (java.io.tmpdir, not TMPDIR), numbered from
-        # 9000 in every server: a port of our own keeps two servers from sharing a socket.
-        initial_worker_port=str(worker),
+    properties = served_properties(
+        config, model_store, host, (inference, management, metrics), (grpc_inference, grpc_management, worker)
     )
-    properties.pop("load_models", None)
-    properties.pop("metrics_config", None)  # a production path; the default config works anywhere
     properties.update(overrides or {})
     config_file = workdir / "config.properties"
     config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
     server = TorchServe(
         workdir, f"http://{host}:{inference}", f"http://{host}:{management}", f"http://{host}:{metrics}", list(models)
     )
-    command = [
-        torchserve_command(),
-        "--start",
-        "--ncs",
-        "--ts-config",
-        str(config_file),
-        "--model-store",
-        str(Path(model_store).resolve()),
-    ]
+    store = str(Path(model_store).resolve())
+    command = [torchserve_command(), "--start", "--ncs", "--ts-config", str(config_file), "--model-store", store]
     command += ["--models", *[f"{name}={name}.mar" for name in models]]
     # The background Java process inherits stdout/stderr: a file, never a pipe we would wait on.
     with open(workdir / "logs" / "torchserve.out", "ab") as out:
