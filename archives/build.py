@@ -6,7 +6,7 @@
     python archives/build.py efficientnet_lite0 --name efficientnet_lite0_b1 --batch-size 1
     python archives/build.py efficientnet_lite0 --name e_2x1 --workers 2 --threads 1   # a worker/thread layout
 
-Each archive holds the one handler (handlers/whyserve_handler.py; the model comes from
+Each archive holds the one handler (whyserve/serving/handler.py; the model comes from
 model-config.yaml's handler.model), its model-config.yaml and the model's weights (from the
 model registry, ``whyserve.models.weights_file``; an .onnx export for backend onnxruntime).
 The serving environment must have whyserve installed (pip install 'whyserve[serve]'): the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,13 +25,11 @@ from pathlib import Path
 import yaml
 
 from whyserve.models import weights_file
+from whyserve.serving.archive import HANDLER, build_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVES = ROOT / "archives"
 VERSION = "1.0"
-
-
-HANDLER = ROOT / "handlers" / "whyserve_handler.py"  # one handler; the model comes from model-config.yaml
 
 
 def onnx_file(model: str, layer: str | None, folder: Path) -> Path:
@@ -96,7 +93,7 @@ def build(
             tmp_config.write_text(yaml.safe_dump(config, sort_keys=False))
         else:
             shutil.copy(config_path, tmp_config)  # keeps the comments
-        _archive(name, tmp_config, weights, export_path, extras)
+        build_archive(name, tmp_config, export_path, VERSION, serialized=weights, extras=extras)
     stamp.write_text(digest)
     print(f"built {target}")
     return target
@@ -121,25 +118,6 @@ def _digest(config: dict, settings: dict, weights: Path | None, extras: list[Pat
     for extra in extras:
         digest.update(extra.read_bytes())
     return digest.hexdigest()
-
-
-def _archive(name: str, config: Path, weights: Path | None, export_path: Path, extras: list[Path]) -> None:
-    command = [
-        str(Path(sys.executable).parent / "torch-model-archiver"),
-        "--model-name", name,
-        "--version", VERSION,
-        "--handler", str(HANDLER),
-        "--config-file", str(config),
-        "--export-path", str(export_path),
-        "--force",
-    ]  # fmt: skip
-    if weights is not None:
-        command += ["--serialized-file", str(weights)]
-    if extras:
-        command += ["--extra-files", ",".join(str(e) for e in extras)]
-    if not Path(command[0]).exists():
-        command[0] = shutil.which("torch-model-archiver") or "torch-model-archiver"
-    subprocess.run(command, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:

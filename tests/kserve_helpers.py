@@ -6,13 +6,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import requests
 import yaml
 from PIL import Image
 
 from whyserve.serving.envelopes import Output, v2_response
+from whyserve.serving.launcher import free_port
 from whyserve.serving.service import ExplainService, ServingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +86,40 @@ def assert_same_answer(got: dict, expected: dict) -> None:
         k: v for k, v in expected["explanation"]["heatmap"].items() if k != "data"
     }
     assert np.abs(heatmap(got) - heatmap(expected)).max() <= 1 / 255 + 1e-9
+
+
+@contextmanager
+def native_server(args: list[str], model: str, folder: Path) -> Iterator[str]:
+    """``whyserve serve-kserve *args`` as a real process from .venv-kserve (scripts/setup-kserve:
+    kserve's pins conflict with .venv's) on a free port, until ``model`` is ready; its base URL."""
+    subprocess.run([str(ROOT / "scripts" / "setup-kserve")], check=True, capture_output=True)
+    port = free_port()
+    log = folder / "server.log"
+    command = [str(ROOT / ".venv-kserve" / "bin" / "whyserve"), "serve-kserve", *args, "--http-port", str(port)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, f"{base}/v1/models/{model}", log)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(process: subprocess.Popen, ready_url: str, log, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve-kserve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(ready_url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"serve-kserve not ready after {timeout} s:\n{log.read_text()[-4000:]}")

@@ -53,7 +53,7 @@ def broken_archive(store: Path, name: str) -> None:
     config = store / f"{name}-config.yaml"
     config.write_text("minWorkers: 1\nmaxWorkers: 1\nhandler:\n  model: no_such_model\n")
     archiver = Path(sys.executable).parent / "torch-model-archiver"
-    handler = ROOT / "handlers" / "whyserve_handler.py"
+    handler = ROOT / "whyserve" / "serving" / "handler.py"
     command = [str(archiver), "--model-name", name, "--version", "1.0", "--handler", str(handler)]
     subprocess.run(
         [*command, "--config-file", str(config), "--export-path", str(store), "--force"], check=True, capture_output=True

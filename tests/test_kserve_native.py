@@ -8,54 +8,31 @@ with .venv's) on a free port, over HTTP: liveness/readiness, v1, v2, raw bytes w
 
 from __future__ import annotations
 
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from kserve_helpers import MODEL_CONFIG, assert_same_answer, from_v2, native_answer, reference_service, v1_instance, v2_body
+from kserve_helpers import (
+    MODEL_CONFIG,
+    assert_same_answer,
+    from_v2,
+    native_answer,
+    native_server,
+    reference_service,
+    v1_instance,
+    v2_body,
+)
 
-from serving_helpers import MODEL, ROOT, encoded, gif, png_bomb
-from whyserve.serving.launcher import free_port
+from serving_helpers import MODEL, encoded, gif, png_bomb
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    subprocess.run([str(ROOT / "scripts" / "setup-kserve")], check=True, capture_output=True)
-    port = free_port()
-    log = tmp_path_factory.mktemp("kserve") / "server.log"
-    command = [str(ROOT / ".venv-kserve" / "bin" / "whyserve"), "serve-kserve", "--config", str(MODEL_CONFIG)]
-    command += ["--http-port", str(port), "--max-batch-delay", "300"]  # wide, so concurrent requests share a batch
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(process, f"{base}/v1/models/{MODEL}", log)
+    args = ["--config", str(MODEL_CONFIG), "--max-batch-delay", "300"]  # wide, so concurrent requests share a batch
+    with native_server(args, MODEL, tmp_path_factory.mktemp("kserve")) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(process: subprocess.Popen, ready_url: str, log, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve-kserve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(ready_url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"serve-kserve not ready after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")

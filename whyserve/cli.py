@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from whyserve.engine import Explainer, ExplainRequest
-from whyserve.errors import InvalidOption
+from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
 from whyserve.methods.fgvis import GAMES, REFERENCES
@@ -18,6 +18,7 @@ from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
+from whyserve.serving import archive_command
 from whyserve.vebi import command as vebi_command
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     adders = (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck)
-    for add in (*adders, vebi_command.add_parser):
+    for add in (*adders, vebi_command.add_parser, archive_command.add_parser):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidOption as error:
         valid = f" (valid: {', '.join(map(str, error.valid))})" if error.valid else ""
         print(f"whyserve: {error}{valid}", file=sys.stderr)
+        return 2
+    except ModelLoadError as error:
+        print(f"whyserve: {error}", file=sys.stderr)
         return 2
 
 
@@ -122,8 +126,11 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 def _add_serve_kserve(commands) -> None:
     kserve = commands.add_parser("serve-kserve", help="serve a model with KServe's model server (v1, v2, raw), no TorchServe")
-    kserve.add_argument("--model", help="model name (default: the config's handler.model)")
+    kserve.add_argument("--model", help="model name (default: the config's handler.model, or the archive's name)")
     kserve.add_argument("--config", type=Path, help="a model-config.yaml (archives/<model>/): its handler section and batching")
+    kserve.add_argument(
+        "--archive", type=Path, help="a .mar (whyserve archive, archives/build.py): served as TorchServe serves it"
+    )
     kserve.add_argument("--http-port", type=int, default=8080)
     kserve.add_argument("--grpc-port", type=int, help="also serve KServe's gRPC v2 on this port (default: off)")
     kserve.add_argument("--batch-size", type=int, help="most requests per batch (default: the config's batchSize, else 8)")
@@ -132,20 +139,33 @@ def _add_serve_kserve(commands) -> None:
 
 
 def _serve_kserve(args: argparse.Namespace) -> int:
+    import tempfile
+
     import yaml
 
+    from whyserve.serving.archive import settings_from_archive, unpack
     from whyserve.serving.kserve import serve
     from whyserve.serving.service import ServingConfig
 
-    settings = yaml.safe_load(args.config.read_text()) if args.config else {}
-    handler = dict(settings.get("handler") or {})
-    handler["model"] = args.model or handler.get("model")
-    if not handler["model"]:
-        print("whyserve serve-kserve: give --model or a --config with handler.model", file=sys.stderr)
+    if args.archive and args.config:
+        print("whyserve serve-kserve: give --config or --archive, not both", file=sys.stderr)
         return 2
-    batch_size = args.batch_size or settings.get("batchSize", 8)
-    delay = args.max_batch_delay if args.max_batch_delay is not None else settings.get("maxBatchDelay", 10)
-    serve(handler["model"], ServingConfig.from_dict(handler), args.http_port, args.grpc_port, batch_size, delay)
+    with tempfile.TemporaryDirectory() as unpacked:
+        if args.archive:
+            settings, manifest = unpack(args.archive, unpacked)
+            handler = dict(settings.get("handler") or {})
+            handler.update({"model": args.model} if args.model else {})
+            handler = settings_from_archive(handler, unpacked, manifest)
+        else:
+            settings = yaml.safe_load(args.config.read_text()) if args.config else {}
+            handler = dict(settings.get("handler") or {})
+            handler["model"] = args.model or handler.get("model")
+        if not handler["model"]:
+            print("whyserve serve-kserve: give --model, an --archive or a --config with handler.model", file=sys.stderr)
+            return 2
+        batch_size = args.batch_size or settings.get("batchSize", 8)
+        delay = args.max_batch_delay if args.max_batch_delay is not None else settings.get("maxBatchDelay", 10)
+        serve(handler["model"], ServingConfig.from_dict(handler), args.http_port, args.grpc_port, batch_size, delay)
     return 0
 
 

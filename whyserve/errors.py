@@ -31,3 +31,8 @@ def bounded_int(option: str, value: object, high: int) -> int:
     if not 1 <= number <= high:
         raise InvalidOption(option, f"{number} is out of range", valid)
     return number
+
+
+class ModelLoadError(ValueError):
+    """A model cannot be served as configured (its source, weights, class names or
+    preprocessing); the message names what to change. Raised at load, never per request."""

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from whyserve.errors import InvalidOption
+from whyserve.errors import InvalidOption, ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,32 @@ def load_model(name: str, weights: str | Path | None = None) -> ModelSpec:
 
 
 def load_state_dict_file(module: nn.Module, path: str | Path) -> None:
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """A state dict (``torch.save(model.state_dict())``; a ``{"state_dict": ...}`` checkpoint and
+    DataParallel's ``module.`` prefix are unwrapped) loaded strictly; a misfit names what differs."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ModelLoadError(f"weights {path.name}: not a state dict torch.load can read ({type(error).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"weights {path.name}: not a state dict (name -> tensor)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''} ({len(items)})"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("shape file vs model", shapes))
+            if items
+        ]
+        raise ModelLoadError(f"weights {path.name} do not fit the architecture: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
 
 

@@ -18,9 +18,10 @@ from PIL import Image
 
 from whyserve.backends import open_backend
 from whyserve.engine import Explainer, ExplainRequest
-from whyserve.errors import InvalidOption
+from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.methods import ResolvedRequest
-from whyserve.models import load_model
+from whyserve.models import ModelSpec, load_model
+from whyserve.models.sources import load_source
 from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
 from whyserve.serving.images import (
     DEFAULT_MAX_ASPECT_RATIO,
@@ -48,8 +49,14 @@ logger = logging.getLogger(__name__)
 class ServingConfig:
     """The ``handler`` section of a model-config.yaml."""
 
-    model: str
+    model: str  # a registered model's name, or the served name of a ``source`` model
     weights: str | None = None
+    source: str | None = None  # the user's own model (whyserve.models.sources); None: ``model`` is registered
+    num_classes: int | None = None  # source models: the head's size (default: as many as ``classes`` names)
+    classes: str | None = None  # source models: index_to_name.json or labels.txt (None: indices)
+    preprocess: dict | None = None  # source models: resize, crop, interpolation, mean, std
+    model_file: str | None = None  # source model_file: the .py defining the nn.Module (--model-file)
+    random_weights: bool = False  # source models: serve without weights, on purpose (tests)
     layer: str | None = None
     default_method: str = "gradcam"
     methods: tuple[str, ...] | None = None  # None: every method the model supports
@@ -121,6 +128,25 @@ class _Stopwatch:
         return self.laps
 
 
+def _load_spec(config: ServingConfig) -> ModelSpec:
+    """The model the config names: registered (``model``) or the user's own (``source``)."""
+    if config.source is None:
+        return load_model(config.model, config.weights if config.backend == "torch" else None)
+    if config.backend != "torch":
+        raise ModelLoadError(f"source {config.source}: backend {config.backend!r} serves whyserve's exports; use backend torch")
+    return load_source(
+        config.model,
+        config.source,
+        config.weights,
+        num_classes=config.num_classes,
+        classes=config.classes,
+        preprocess=config.preprocess,
+        model_file=config.model_file,
+        layer=config.layer,
+        random_weights=config.random_weights,
+    )
+
+
 class ExplainService:
     def __init__(self, config: ServingConfig, server: ServerLimits | None = None) -> None:
         self.config = config
@@ -178,7 +204,7 @@ class ExplainService:
 
     @staticmethod
     def _explainer(config: ServingConfig) -> Explainer:
-        spec = load_model(config.model, config.weights if config.backend == "torch" else None)
+        spec = _load_spec(config)
         if config.vebi_relevance:
             spec = replace(spec, vebi_relevance=Path(config.vebi_relevance))
         backend = open_backend(config.backend, spec, config.weights, config.layer, config.onnx_threads)

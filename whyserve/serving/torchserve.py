@@ -1,4 +1,4 @@
-"""The base of the TorchServe handler in ``handlers/whyserve_handler.py``.
+"""The base of the TorchServe handler in ``whyserve/serving/handler.py``.
 
 TorchServe only needs a class with ``initialize(context)`` and ``handle(data, context)``, so
 this base does not subclass ``ts.torch_handler.base_handler.BaseHandler`` and never imports
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from http import HTTPStatus
 
 import numpy as np
 
 from whyserve.serving import envelopes
+from whyserve.serving.archive import settings_from_archive
 from whyserve.serving.cost import ServerLimits
 from whyserve.serving.service import ExplainService, Reply, ServingConfig
 
@@ -59,23 +59,16 @@ class TorchServeHandler:
     def initialize(self, context) -> None:
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         settings = dict(yaml_config.get("handler") or {})
-        settings.setdefault("model", self.model)
-        if not settings["model"]:
-            raise ValueError("model-config.yaml has no handler.model: name the whyserve model to serve")
+        if self.model:
+            settings.setdefault("model", self.model)
         model_dir = context.system_properties.get("model_dir") or "."
-        if settings.get("vebi_relevance"):  # carried in the archive (--extra-files)
-            settings["vebi_relevance"] = os.path.join(model_dir, settings["vebi_relevance"])
-        if settings.get("weights"):
-            settings["weights"] = os.path.join(model_dir, settings["weights"])
-        else:
-            serialized = ((getattr(context, "manifest", None) or {}).get("model") or {}).get("serializedFile")
-            if serialized:
-                settings["weights"] = os.path.join(model_dir, serialized)
+        settings = settings_from_archive(settings, model_dir, getattr(context, "manifest", None))
         config = ServingConfig.from_dict(settings)
         self.service = ExplainService(config, self._server_limits(yaml_config, config))
         logger.info(
-            "whyserve: model %s, layer %s, methods %s, default %s",
+            "whyserve: model %s (%s), layer %s, methods %s, default %s",
             settings["model"],
+            settings.get("source") or "registered",
             self.service.explainer.layer_name,
             self.service.methods,
             self.service.config.default_method,

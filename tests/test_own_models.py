@@ -1,0 +1,303 @@
+"""Bring your own model: a user's architecture, weights, class names and preprocessing, named in
+files, archived by ``whyserve archive`` and served by a real TorchServe, without whyserve's
+source knowing the model. Random initialisation (no weights can be downloaded here), saved as
+the user's own state dict."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+import torchvision
+from kserve_helpers import native_server
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from serving_helpers import ROOT
+from whyserve import Explainer, ExplainRequest
+from whyserve.errors import ModelLoadError
+from whyserve.models.sources import Preprocess, load_source, read_class_names
+from whyserve.photos import photo_path
+from whyserve.serving import launcher
+from whyserve.serving.archive import settings_from_archive, unpack
+
+WHYSERVE = [sys.executable, "-m", "whyserve"]
+TINY_NET = """
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+"""
+TINY_LABELS = ["daisy", "rose", "tulip"]
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory) -> Path:
+    """What a user brings: a fine-tuned 10-class ResNet-50 with TorchServe's index_to_name.json
+    (the [id, name] shape), a model file with its state dict and labels.txt, a ResNet-18 head."""
+    folder = tmp_path_factory.mktemp("user")
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet50(num_classes=10).state_dict(), folder / "resnet50_ft.pth")
+    names = {str(i): [f"n{i:08d}", f"part {i}"] for i in range(10)}
+    (folder / "index_to_name.json").write_text(json.dumps(names))
+    (folder / "tiny_net.py").write_text(TINY_NET)
+    namespace: dict = {}
+    exec(TINY_NET, namespace)  # noqa: S102 - the user's model file, as TorchServe will import it
+    torch.save(namespace["TinyNet"]().state_dict(), folder / "tiny_net.pth")
+    (folder / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), folder / "resnet18_head.pth")
+    return folder
+
+
+def archive(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*WHYSERVE, "archive", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def store(user_files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("store")
+    built = [
+        archive("--source", "torchvision:resnet50", "--weights", user_files / "resnet50_ft.pth", "--classes",
+                user_files / "index_to_name.json", "--name", "resnet50_ft", "--out", out),
+        archive("--source", "model_file", "--model-file", user_files / "tiny_net.py", "--weights", user_files / "tiny_net.pth",
+                "--classes", user_files / "labels.txt", "--resize", "72", "--crop", "64", "--mean", "0.5", "0.5", "0.5",
+                "--std", "0.25", "0.25", "0.25", "--name", "tiny_net", "--out", out),
+        archive("--source", "python:torchvision.models:resnet18", "--num-classes", "4", "--weights",
+                user_files / "resnet18_head.pth", "--name", "resnet18_head", "--out", out),
+    ]  # fmt: skip
+    for done in built:
+        assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    models = ["resnet50_ft", "tiny_net", "resnet18_head"]
+    served = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("ts"))
+    try:
+        served.wait_ready(timeout=300)
+        yield served
+    finally:
+        served.stop()
+
+
+def post(server, model: str, **headers: str) -> requests.Response:
+    return requests.post(
+        f"{server.inference_url}/predictions/{model}",
+        data=photo_path("chelsea").read_bytes(),
+        headers={"Content-Type": "image/jpeg", **{f"X-Explain-{k.title()}": v for k, v in headers.items()}},
+        timeout=120,
+    )
+
+
+def in_process(store: Path, name: str, tmp_path: Path):
+    """The archive unpacked and loaded as a worker loads it: its spec and its layer."""
+    config, manifest = unpack(store / f"{name}.mar", tmp_path / name)
+    settings = settings_from_archive(config["handler"], tmp_path / name, manifest)
+    spec = load_source(
+        name, settings["source"], settings["weights"], num_classes=settings.get("num_classes"), classes=settings.get("classes"),
+        preprocess=settings["preprocess"], model_file=settings.get("model_file"),
+    )  # fmt: skip
+    return spec, settings["layer"]
+
+
+# -- served end to end ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradcam", "contrastive"])
+@pytest.mark.parametrize(
+    "model, labels, layer",
+    [
+        ("resnet50_ft", {f"part {i}" for i in range(10)}, "layer4"),
+        ("tiny_net", set(TINY_LABELS), "features"),
+        ("resnet18_head", {"0", "1", "2", "3"}, "layer4"),  # no class names: the indices
+    ],
+)
+def test_user_models_are_served_with_their_own_classes_and_layer(server, model, labels, layer, method):
+    answer = post(server, model, method=method, outputs="heatmap,values")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert {p["label"] for p in body["predictions"]} <= labels
+    assert len(body["predictions"]) == min(5, len(labels))
+    assert body["explanation"]["method"] == method and body["explanation"]["layer"] == layer
+    heatmap = Image.open(io.BytesIO(base64.b64decode(body["explanation"]["heatmap"]["data"])))
+    assert heatmap.size == ((64, 64) if model == "tiny_net" else (224, 224))
+
+
+@pytest.mark.slow
+def test_served_scorecam_follows_the_budget_hint(server):
+    """Score-CAM on ResNet-50 is over the 10 s budget at 64 channels here; the 422 names what fits,
+    and asking for that is answered."""
+    refused = post(server, "resnet50_ft", method="scorecam", channels="64")
+    if refused.status_code == 200:  # a fast machine fits 64 channels in 10 s
+        hint = "channels: 64"
+    else:
+        assert refused.status_code == 422, refused.text
+        hint = refused.json()["error"]["valid"][0]
+    channels = hint.split(":")[1].split()[0]
+    answer = post(server, "resnet50_ft", method="scorecam", channels=channels)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["explanation"]["method"] == "scorecam"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet50_ft", "tiny_net"])
+def test_served_gradcam_values_equal_the_in_process_map(server, store, model, tmp_path):
+    """What the worker serves is what the engine computes in-process on the same archive."""
+    body = post(server, model, method="gradcam", target="1", outputs="values").json()
+    spec, layer = in_process(store, model, tmp_path)
+    x = spec.preprocess(Image.open(photo_path("chelsea")))[None]
+    ours = Explainer(spec, layer=layer).explain(x, [ExplainRequest("gradcam", 1)]).explanations[0].layer_heatmap
+    served = np.asarray(body["explanation"]["values"]["data"], dtype=np.float32)
+    assert served.shape == ours.shape
+    assert np.abs(served - ours).max() <= 1e-4  # the reply rounds to 4 decimals
+
+
+@pytest.mark.slow
+def test_gradcam_of_the_archived_resnet50_equals_pytorch_grad_cam(store, tmp_path):
+    spec, layer = in_process(store, "resnet50_ft", tmp_path)
+    x = torch.stack([spec.preprocess(Image.open(photo_path(n))) for n in ("chelsea", "coffee")])
+    targets = [3, 8]
+    ours = np.stack(
+        [e.heatmap for e in Explainer(spec, layer=layer).explain(x, [ExplainRequest("gradcam", t) for t in targets]).explanations]
+    )
+    cam = GradCAM(model=spec.module, target_layers=[spec.module.layer4[-1]])
+    try:
+        peer = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    finally:
+        cam.activations_and_grads.release()
+    assert np.abs(ours - peer).max() <= 1e-4
+    assert ours.std() > 0.05  # not a flat map
+
+
+@pytest.mark.slow
+def test_the_same_archive_is_served_by_the_kserve_native_runtime(store, server, tmp_path):
+    """``whyserve serve-kserve --archive``: the .mar TorchServe serves, read the same way."""
+    with native_server(["--archive", str(store / "tiny_net.mar")], "tiny_net", tmp_path) as base:
+        instance = {"image": {"b64": base64.b64encode(photo_path("chelsea").read_bytes()).decode()}, "method": "gradcam"}
+        native = requests.post(f"{base}/v1/models/tiny_net:predict", json={"instances": [instance]}, timeout=120)
+    assert native.status_code == 200, native.text
+    served = post(server, "tiny_net", method="gradcam", outputs="heatmap").json()
+    answer = native.json()["predictions"][0]
+    assert answer["predictions"] == served["predictions"]
+    assert answer["explanation"]["layer"] == "features"
+    assert answer["explanation"]["heatmap"]["data"] == served["explanation"]["heatmap"]["data"]
+
+
+# -- refused at archive time, with the fix named ------------------------------------------
+
+
+def test_weights_of_another_architecture_are_a_one_line_error(user_files, tmp_path):
+    done = archive(
+        "--source", "torchvision:resnet18", "--weights", user_files / "resnet50_ft.pth", "--name", "x", "--out", tmp_path
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert (
+        "do not fit the architecture" in done.stderr and "layer1.0.conv1.weight (64, 64, 1, 1) vs (64, 64, 3, 3)" in done.stderr
+    )
+    assert not (tmp_path / "x.mar").exists()
+
+
+def test_no_weights_is_refused_unless_random_weights_is_asked_for(tmp_path):
+    done = archive("--source", "torchvision:resnet18", "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2 and "no weights" in done.stderr and "random_weights" in done.stderr
+    done = archive("--source", "torchvision:resnet18", "--random-weights", "--name", "x", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    config, _ = unpack(tmp_path / "x.mar", tmp_path / "x")
+    assert config["handler"]["random_weights"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--source", "torchvision:resnet5O"), "torchvision has no architecture 'resnet5O'"),
+        (("--source", "keras:resnet50"), "is not one of"),
+        (("--source", "python:no_such_package.models:build"), "No module named 'no_such_package'"),
+        (("--source", "model_file"), "the archive has no --model-file"),
+        (("--source", "torchvision:resnet18", "--random-weights", "--layer", "layer9"), "no module named 'layer9'"),
+        (("--source", "torchvision:resnet18", "--random-weights", "--crop", "300"), "crop 300 is larger than resize 256"),
+    ],
+)
+def test_a_source_that_cannot_be_served_names_the_fix(args, message, tmp_path):
+    done = archive(*args, "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+# -- files, not code ---------------------------------------------------------------------
+
+
+def test_class_names_in_both_torchserve_shapes_and_one_per_line(tmp_path):
+    (tmp_path / "a.json").write_text('{"1": "dog", "0": "cat"}')
+    (tmp_path / "b.json").write_text('{"0": ["n02123045", "tabby"], "1": ["n02085620", "Chihuahua"]}')
+    (tmp_path / "c.txt").write_text("cat\n\ndog\n")
+    assert read_class_names(tmp_path / "a.json") == ("cat", "dog")
+    assert read_class_names(tmp_path / "b.json") == ("tabby", "Chihuahua")
+    assert read_class_names(tmp_path / "c.txt") == ("cat", "dog")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [('{"0": "cat", "2": "dog"}', r"indices must be 0..1; missing \[1\]"), ("[1, 2]", "expected"), ("{", "not JSON")],
+)
+def test_bad_class_files_are_load_errors(tmp_path, text, message):
+    (tmp_path / "index_to_name.json").write_text(text)
+    with pytest.raises(ModelLoadError, match=message):
+        read_class_names(tmp_path / "index_to_name.json")
+
+
+def test_class_names_must_match_the_head(user_files, tmp_path):
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(ModelLoadError, match="model m: 3 outputs but 2 class names"):
+        load_source(
+            "m", "model_file", user_files / "tiny_net.pth", classes=tmp_path / "labels.txt", model_file=user_files / "tiny_net.py"
+        )
+    with pytest.raises(ModelLoadError, match="names 2 classes, num_classes is 5"):
+        load_source("m", "torchvision:resnet18", classes=tmp_path / "labels.txt", num_classes=5, random_weights=True)
+    with pytest.raises(ModelLoadError, match=r"fc.weight \(10, 2048\) vs \(2, 2048\)"):  # the head sized from the names
+        load_source("m", "torchvision:resnet50", user_files / "resnet50_ft.pth", classes=tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"size": 224}, r"unknown key\(s\) \['size'\]"),
+        ({"interpolation": "lanczos"}, "known: \\['bicubic', 'bilinear', 'nearest'\\]"),
+        ({"mean": [0.5, 0.5]}, "not three numbers"),
+        ({"std": [0.5, 0, 0.5]}, "must be positive"),
+        ({"resize": "256"}, "not a positive integer"),
+    ],
+)
+def test_bad_preprocessing_is_a_load_error(values, message):
+    with pytest.raises(ModelLoadError, match=message):
+        Preprocess.from_dict(values)
+
+
+def test_preprocessing_from_config_is_what_the_model_sees():
+    rules = Preprocess.from_dict({"resize": 40, "crop": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    view = rules.view()(Image.new("RGB", (80, 60), (255, 0, 0)))
+    assert view.size == (32, 32)
+    tensor = rules.normalize(view)
+    assert torch.allclose(tensor[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))

@@ -1,0 +1,221 @@
+"""The user's own model, as it is: where its ``nn.Module`` comes from, its weights, its class
+names and its preprocessing, all named in files (model-config.yaml's ``handler:`` section and
+the archive's files), never in whyserve's code.
+
+Sources (``handler.source``):
+
+- ``torchvision:<architecture>``: ``torchvision.models.get_model`` without weights, then the
+  state dict (``num_classes`` for a fine-tuned head);
+- ``python:<package.module>:<factory>``: a callable returning the ``nn.Module`` (given
+  ``num_classes`` when set), then the state dict;
+- ``model_file``: TorchServe's own convention, the archive's ``--model-file`` (a .py defining
+  exactly one ``nn.Module`` subclass, built without arguments) plus ``--serialized-file``.
+
+Weights are required: a model without them predicts noise, so serving one takes an explicit
+``random_weights: true`` (tests). Weights that do not fit the architecture are a
+``ModelLoadError`` that names the keys and shapes that differ (``load_state_dict_file``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from whyserve.errors import ModelLoadError
+from whyserve.models import ModelSpec, load_state_dict_file
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KINDS = ("torchvision:<architecture>", "python:<package.module>:<factory>", "model_file")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {
+    "nearest": v2.InterpolationMode.NEAREST,
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Shorter side to ``resize``, a centred ``crop`` square, then (x - mean) / std on [0, 1]
+    RGB: torchvision's and timm's ImageNet convention, the defaults."""
+
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object] | None) -> Preprocess:
+        values = dict(values or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ModelLoadError(f"preprocess: unknown key(s) {unknown}; known: {known}")
+        for key in ("resize", "crop"):
+            if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1):
+                raise ModelLoadError(f"preprocess.{key}: {values[key]!r} is not a positive integer (pixels)")
+        if values.get("interpolation", "bilinear") not in INTERPOLATIONS:
+            raise ModelLoadError(f"preprocess.interpolation: {values['interpolation']!r}; known: {sorted(INTERPOLATIONS)}")
+        for key in ("mean", "std"):
+            if key in values:
+                triple = values[key]
+                if not (isinstance(triple, Sequence) and len(triple) == 3 and all(isinstance(v, (int, float)) for v in triple)):
+                    raise ModelLoadError(f"preprocess.{key}: {triple!r} is not three numbers (R, G, B)")
+                if key == "std" and min(triple) <= 0:
+                    raise ModelLoadError(f"preprocess.std: {triple!r} must be positive")
+                values[key] = tuple(float(v) for v in triple)
+        preprocess = cls(**values)  # type: ignore[arg-type]
+        if preprocess.crop > preprocess.resize:
+            raise ModelLoadError(f"preprocess: crop {preprocess.crop} is larger than resize {preprocess.resize}")
+        return preprocess
+
+    def view(self) -> v2.Compose:
+        return v2.Compose([v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation]), v2.CenterCrop(self.crop)])
+
+    def normalize(self, view: Image.Image) -> torch.Tensor:
+        return TF.normalize(TF.to_dtype(TF.pil_to_tensor(view), torch.float32, scale=True), list(self.mean), list(self.std))
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """Class names from TorchServe's ``index_to_name.json`` (``{"0": "cat"}`` or
+    ``{"0": ["n02123045", "cat"]}``: the last item is the name) or a text file, one per line."""
+    path = Path(path)
+    if path.suffix != ".json":
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not names:
+            raise ModelLoadError(f"class names {path.name}: no labels (one per line)")
+        return tuple(names)
+    try:
+        mapping = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"class names {path.name}: not JSON ({error})") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise ModelLoadError(f'class names {path.name}: expected {{"0": "label", ...}} (TorchServe\'s index_to_name.json)')
+    names: dict[int, str] = {}
+    for key, value in mapping.items():
+        label = value[-1] if isinstance(value, list) and value else value
+        if not (isinstance(key, str) and key.isdigit()) or not isinstance(label, str):
+            raise ModelLoadError(f"class names {path.name}: entry {key!r}: {value!r} is not index -> label (or [id, label])")
+        names[int(key)] = label
+    if sorted(names) != list(range(len(names))):
+        missing = sorted(set(range(max(names) + 1)) - set(names))[:5]
+        raise ModelLoadError(f"class names {path.name}: indices must be 0..{len(names) - 1}; missing {missing}")
+    return tuple(names[i] for i in range(len(names)))
+
+
+def _from_model_file(path: str | Path) -> nn.Module:
+    """TorchServe's ``--model-file`` rule: the file defines exactly one ``nn.Module`` subclass."""
+    path = Path(path)
+    loader = importlib.util.spec_from_file_location(f"whyserve_user_model_{path.stem}", path)
+    if loader is None or loader.loader is None:
+        raise ModelLoadError(f"model file {path.name}: not a Python file")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    classes = [
+        c for _, c in inspect.getmembers(module, inspect.isclass) if issubclass(c, nn.Module) and c.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        names = [c.__name__ for c in classes]
+        raise ModelLoadError(f"model file {path.name}: defines {len(classes)} nn.Module classes {names}; TorchServe needs one")
+    return classes[0]()
+
+
+def _from_factory(target: str, num_classes: int | None) -> nn.Module:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ModelLoadError(f"source python:{target}: expected python:<package.module>:<factory>")
+    try:
+        factory: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ModelLoadError(f"source python:{target}: {error}") from None
+    return factory(**({"num_classes": num_classes} if num_classes is not None else {}))
+
+
+def build_module(source: str, num_classes: int | None = None, model_file: str | Path | None = None) -> nn.Module:
+    """The architecture named by ``source`` (see the module docstring), without weights."""
+    kind, _, rest = source.partition(":")
+    if kind == "torchvision" and rest:
+        if rest not in torchvision.models.list_models():
+            raise ModelLoadError(f"source {source}: torchvision has no architecture {rest!r}")
+        return torchvision.models.get_model(rest, weights=None, **({"num_classes": num_classes} if num_classes else {}))
+    if kind == "python" and rest:
+        module = _from_factory(rest, num_classes)
+    elif source == "model_file":
+        if model_file is None:
+            raise ModelLoadError("source model_file: the archive has no --model-file (a .py defining the nn.Module)")
+        module = _from_model_file(model_file)
+    else:
+        raise ModelLoadError(f"source {source!r} is not one of {list(SOURCE_KINDS)}")
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"source {source}: gave a {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def load_source(
+    name: str,
+    source: str,
+    weights: str | Path | None = None,
+    *,
+    num_classes: int | None = None,
+    classes: str | Path | None = None,
+    preprocess: Mapping[str, object] | None = None,
+    model_file: str | Path | None = None,
+    layer: str | None = None,
+    random_weights: bool = False,
+) -> ModelSpec:
+    """The user's model as a ``ModelSpec`` in eval mode (see the module docstring)."""
+    rules = Preprocess.from_dict(preprocess)
+    class_names = read_class_names(classes) if classes else None
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        raise ModelLoadError(f"{Path(classes).name} names {len(class_names)} classes, num_classes is {num_classes}")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # random_weights: the same network in every worker
+        module = build_module(source, num_classes or (len(class_names) if class_names else None), model_file)
+    if weights is not None:
+        load_state_dict_file(module, weights)
+    elif not random_weights:
+        raise ModelLoadError(
+            f"model {name}: no weights; give the state dict (torch-model-archiver --serialized-file, "
+            "or handler.weights), or set handler.random_weights: true to serve a random network on purpose"
+        )
+    else:
+        logger.warning("whyserve: model %s serves RANDOM weights (handler.random_weights: true)", name)
+    module.eval()
+    outputs = _count_outputs(name, module, rules.crop)
+    if class_names is not None and outputs != len(class_names):
+        raise ModelLoadError(f"model {name}: {outputs} outputs but {len(class_names)} class names")
+    return ModelSpec(
+        name=name,
+        module=module,
+        view=rules.view(),
+        normalize=rules.normalize,
+        input_size=(rules.crop, rules.crop),
+        target_layer=layer,
+        class_names=class_names or tuple(str(i) for i in range(outputs)),  # no names: the indices
+    )
+
+
+def _count_outputs(name: str, module: nn.Module, crop: int) -> int:
+    """One forward at load: a classifier gives (N, classes) logits."""
+    with torch.no_grad():
+        output = module(torch.zeros(1, 3, crop, crop))
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        kind = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ModelLoadError(f"model {name}: forward returns {kind}; whyserve needs (N, classes) logits")
+    return int(output.shape[1])
