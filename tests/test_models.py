@@ -3,6 +3,7 @@ import torch
 
 from conftest import CAT_CLASSES
 from whyserve import InvalidOption, available_models, load_model
+from whyserve.errors import ModelLoadError
 from whyserve.layers import find_target_layer
 
 
@@ -50,5 +51,8 @@ def test_user_weights_load_strictly(tmp_path, resnet):
     assert torch.equal(load_model("resnet18", good).module.fc.weight, resnet.module.fc.weight)
     bad = tmp_path / "bad.pt"
     torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
-    with pytest.raises(RuntimeError, match="Missing key"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"do not fit the architecture: missing .*\(121\); shape file vs model \['fc.weight \(3, 3\) vs \(1000, 512\)'\]",
+    ):
         load_model("resnet18", bad)
