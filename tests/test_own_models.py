@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import timm
 import torch
 import torchvision
 from kserve_helpers import native_server
@@ -66,6 +67,8 @@ def user_files(tmp_path_factory) -> Path:
     torch.save(namespace["TinyNet"]().state_dict(), folder / "tiny_net.pth")
     (folder / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), folder / "resnet18_head.pth")
+    torch.save(timm.create_model("vit_small_patch16_224", num_classes=10).state_dict(), folder / "vit.pth")
+    torch.save(timm.create_model("convnext_atto", num_classes=4).state_dict(), folder / "convnext.pth")
     return folder
 
 
@@ -84,6 +87,10 @@ def store(user_files, tmp_path_factory) -> Path:
                 "--std", "0.25", "0.25", "0.25", "--name", "tiny_net", "--out", out),
         archive("--source", "python:torchvision.models:resnet18", "--num-classes", "4", "--weights",
                 user_files / "resnet18_head.pth", "--name", "resnet18_head", "--out", out),
+        archive("--source", "timm:vit_small_patch16_224", "--weights", user_files / "vit.pth", "--classes",
+                user_files / "index_to_name.json", "--layer", "blocks.11.norm1", "--name", "vit", "--out", out),
+        archive("--source", "timm:convnext_atto", "--weights", user_files / "convnext.pth", "--num-classes", "4",
+                "--name", "convnext", "--out", out),
     ]  # fmt: skip
     for done in built:
         assert done.returncode == 0, done.stderr
@@ -92,7 +99,7 @@ def store(user_files, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    models = ["resnet50_ft", "tiny_net", "resnet18_head"]
+    models = ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext"]
     served = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("ts"))
     try:
         served.wait_ready(timeout=300)
@@ -132,6 +139,8 @@ def in_process(store: Path, name: str, tmp_path: Path):
         ("resnet50_ft", {f"part {i}" for i in range(10)}, "layer4"),
         ("tiny_net", set(TINY_LABELS), "features"),
         ("resnet18_head", {"0", "1", "2", "3"}, "layer4"),  # no class names: the indices
+        ("vit", {f"part {i}" for i in range(10)}, "blocks.11.norm1"),  # patch tokens as a 14x14 map
+        ("convnext", {"0", "1", "2", "3"}, "norm_pre"),  # found: the last map, timm's preprocessing
     ],
 )
 def test_user_models_are_served_with_their_own_classes_and_layer(server, model, labels, layer, method):
@@ -146,23 +155,24 @@ def test_user_models_are_served_with_their_own_classes_and_layer(server, model, 
 
 
 @pytest.mark.slow
-def test_served_scorecam_follows_the_budget_hint(server):
-    """Score-CAM on ResNet-50 is over the 10 s budget at 64 channels here; the 422 names what fits,
-    and asking for that is answered."""
-    refused = post(server, "resnet50_ft", method="scorecam", channels="64")
+@pytest.mark.parametrize("model", ["resnet50_ft", "vit"])
+def test_served_scorecam_follows_the_budget_hint(server, model):
+    """Score-CAM on ResNet-50 or a ViT may be over the 10 s budget at 64 channels here; the 422
+    names what fits, and asking for that is answered."""
+    refused = post(server, model, method="scorecam", channels="64")
     if refused.status_code == 200:  # a fast machine fits 64 channels in 10 s
         hint = "channels: 64"
     else:
         assert refused.status_code == 422, refused.text
         hint = refused.json()["error"]["valid"][0]
     channels = hint.split(":")[1].split()[0]
-    answer = post(server, "resnet50_ft", method="scorecam", channels=channels)
+    answer = post(server, model, method="scorecam", channels=channels)
     assert answer.status_code == 200, answer.text
     assert answer.json()["explanation"]["method"] == "scorecam"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet50_ft", "tiny_net"])
+@pytest.mark.parametrize("model", ["resnet50_ft", "tiny_net", "vit"])
 def test_served_gradcam_values_equal_the_in_process_map(server, store, model, tmp_path):
     """What the worker serves is what the engine computes in-process on the same archive."""
     body = post(server, model, method="gradcam", target="1", outputs="values").json()
@@ -203,6 +213,37 @@ def test_the_same_archive_is_served_by_the_kserve_native_runtime(store, server, 
     assert answer["predictions"] == served["predictions"]
     assert answer["explanation"]["layer"] == "features"
     assert answer["explanation"]["heatmap"]["data"] == served["explanation"]["heatmap"]["data"]
+
+
+@pytest.mark.slow
+def test_gradcam_of_the_archived_vit_equals_pytorch_grad_cam_with_its_reshape_transform(store, tmp_path):
+    spec, layer = in_process(store, "vit", tmp_path)
+    x = torch.stack([spec.preprocess(Image.open(photo_path(n))) for n in ("chelsea", "coffee")])
+    targets = [3, 8]
+    ours = np.stack(
+        [e.heatmap for e in Explainer(spec, layer=layer).explain(x, [ExplainRequest("gradcam", t) for t in targets]).explanations]
+    )
+
+    def reshape_transform(tokens: torch.Tensor) -> torch.Tensor:  # pytorch-grad-cam's ViT tutorial
+        grid = tokens[:, 1:, :].reshape(tokens.size(0), 14, 14, tokens.size(2))
+        return grid.transpose(2, 3).transpose(1, 2)
+
+    cam = GradCAM(model=spec.module, target_layers=[spec.module.blocks[-1].norm1], reshape_transform=reshape_transform)
+    try:
+        peer = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    finally:
+        cam.activations_and_grads.release()
+    assert np.abs(ours - peer).max() <= 1e-4
+    assert ours.std() > 0.05
+
+
+def test_a_vit_without_a_named_layer_is_refused_naming_its_token_layers(user_files, tmp_path):
+    """The automatic layer never takes attention heads (N, heads, tokens, head_dim) or the patch
+    embedding under the transformer: it names the token layers to choose from."""
+    done = archive("--source", "timm:vit_small_patch16_224", "--weights", user_files / "vit.pth", "--num-classes", "10",
+                   "--name", "x", "--out", tmp_path)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "a token model" in done.stderr and "blocks.11.norm1" in done.stderr
 
 
 # -- refused at archive time, with the fix named ------------------------------------------

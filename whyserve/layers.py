@@ -22,33 +22,87 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 def find_target_layer(model: nn.Module, input_size: tuple[int, int]) -> str:
     """The last module to produce a spatial feature map (N, C, h, w), h*w > 1.
 
-    Modules that run more than once per forward (a shared activation, say) are skipped:
-    their output is not one feature map.
+    A 4-D output is taken as spatial only when its (h, w) follow the input's size: the model is
+    probed at ``input_size`` and 1.5 times larger, and (h, w) must grow in proportion (attention
+    heads (N, heads, tokens, head_dim) and adaptive pooling do not). A model that only runs at its own size is probed
+    once; (h, w) must then be a square grid whose stride divides the input. Modules that run more
+    than once per forward (a shared activation, say) are skipped: their output is not one map.
+    Token models (ViT) have no spatial map: the error names their token layers, which ``get_layer``
+    and ``LayerCapture`` take (the patch tokens reshaped to their grid).
     """
+    height, width = input_size
+    first, calls, order = _output_shapes(model, (height, width))
+    try:
+        second = _output_shapes(model, _larger(input_size))[0]
+    except Exception:  # noqa: BLE001 - a fixed-size model (ViT position embeddings, a flattening head)
+        second = None
+    spatial = {name for name, shape in first.items() if _is_spatial(shape, second and second.get(name), input_size)}
+    tokens = [n for n in dict.fromkeys(order) if len(first[n]) == 3 and token_grid(first[n][1]) and calls[n] == 1]
+    for index in range(len(order) - 1, -1, -1):
+        name = order[index]
+        if name in spatial and calls[name] == 1:
+            if not set(order[index:]) & set(tokens):
+                return name
+            break  # a patch embedding under a transformer: not the map to explain
+    if tokens:
+        modules = dict(model.named_modules())
+        norms = [n for n in tokens if isinstance(modules[n], nn.LayerNorm)] or tokens
+        raise InvalidOption(
+            "layer",
+            "a token model (no spatial map above its patch embedding): name a token layer, such as the last "
+            "block's first norm (what pytorch-grad-cam's ViT recipe uses)",
+            norms[-3:],
+        )
+    raise InvalidOption("layer", "the model has no module with a spatial (N, C, h, w) output; name one")
+
+
+def _output_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[dict[str, tuple[int, ...]], Counter[str], list[str]]:
+    """Each module's output shape in one probe forward, how often it ran, and the order."""
     order: list[str] = []
     calls: Counter[str] = Counter()
-    spatial: set[str] = set()
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def hook(name: str):
         def record(_module: nn.Module, _inputs: object, output: object) -> None:
             calls[name] += 1
             order.append(name)
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
-                spatial.add(name)
+            shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
 
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
     try:
         with torch.no_grad(), eval_mode(model):
-            model(torch.zeros(1, 3, *input_size, device=_device(model)))
+            model(torch.zeros(1, 3, *size, device=_device(model)))
     finally:
         for handle in handles:
             handle.remove()
-    for name in reversed(order):
-        if name in spatial and calls[name] == 1:
-            return name
-    raise InvalidOption("layer", "the model has no module with a spatial (N, C, h, w) output; name one")
+    return shapes, calls, order
+
+
+def _is_spatial(shape: tuple[int, ...], larger: tuple[int, ...] | None, input_size: tuple[int, int]) -> bool:
+    if len(shape) != 4 or shape[-1] * shape[-2] <= 1:
+        return False
+    (h, w), (height, width) = shape[-2:], input_size
+    if larger is None:
+        return h == w and height == width and height % h == 0
+    if len(larger) != 4 or larger[1] != shape[1]:
+        return False
+    # the map keeps its stride: one pixel of rounding from padding or odd sizes
+    big_height, big_width = _larger(input_size)
+    return abs(larger[2] - h * big_height / height) <= 1 and abs(larger[3] - w * big_width / width) <= 1
+
+
+def _larger(input_size: tuple[int, int]) -> tuple[int, int]:
+    return round(input_size[0] * 1.5), round(input_size[1] * 1.5)
+
+
+def token_grid(tokens: int) -> tuple[int, int] | None:
+    """(prefix tokens, grid side) of a ViT token sequence: class/register/distillation tokens
+    first (at most 8), then a square grid of patch tokens; None when ``tokens`` is not that."""
+    side = int(tokens**0.5)
+    prefix = tokens - side * side
+    return (prefix, side) if side > 1 and prefix <= 8 else None
 
 
 @contextmanager
@@ -80,8 +134,11 @@ class LayerCapture:
     def _hook(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
         if self.activations is not None:
             raise InvalidOption("layer", f"{self.name!r} runs more than once per forward pass; name a layer that runs once")
+        grid = token_grid(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() == 3 else None
+        if grid is not None:
+            return self._tokens(output, *grid)
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise InvalidOption("layer", f"{self.name!r} does not output an (N, C, h, w) feature map")
+            raise InvalidOption("layer", f"{self.name!r} does not output an (N, C, h, w) feature map or (N, tokens, C) tokens")
         if not self.graph:
             self.activations = output
             return None
@@ -89,6 +146,18 @@ class LayerCapture:
         self.activations = output.detach().requires_grad_(True)
         # A clone, so an in-place op above the layer cannot modify the leaf we differentiate by.
         return self.activations.clone()
+
+    def _tokens(self, tokens: torch.Tensor, prefix: int, side: int) -> torch.Tensor | None:
+        """ViT tokens (N, prefix + side², C): the patch tokens as an (N, C, side, side) map, as
+        pytorch-grad-cam's ``reshape_transform`` does; the model goes on from the same tokens,
+        rebuilt around the map so that gradients reach it (the prefix tokens get none)."""
+        patches = tokens[:, prefix:, :].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+        if not self.graph:
+            self.activations = patches
+            return None
+        torch.set_grad_enabled(True)
+        self.activations = patches.detach().requires_grad_(True)
+        return torch.cat([tokens[:, :prefix].detach(), self.activations.flatten(2).transpose(1, 2)], dim=1)
 
     def remove(self) -> None:
         self._handle.remove()

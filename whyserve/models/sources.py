@@ -6,6 +6,8 @@ Sources (``handler.source``):
 
 - ``torchvision:<architecture>``: ``torchvision.models.get_model`` without weights, then the
   state dict (``num_classes`` for a fine-tuned head);
+- ``timm:<architecture>``: ``timm.create_model`` without pretrained weights (timm is an optional
+  extra), then the state dict; the preprocessing defaults to timm's data config of the model;
 - ``python:<package.module>:<factory>``: a callable returning the ``nn.Module`` (given
   ``num_classes`` when set), then the state dict;
 - ``model_file``: TorchServe's own convention, the archive's ``--model-file`` (a .py defining
@@ -39,7 +41,7 @@ from whyserve.models import ModelSpec, load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("torchvision:<architecture>", "python:<package.module>:<factory>", "model_file")
+SOURCE_KINDS = ("torchvision:<architecture>", "timm:<architecture>", "python:<package.module>:<factory>", "model_file")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {
@@ -147,6 +149,25 @@ def _from_factory(target: str, num_classes: int | None) -> nn.Module:
     return factory(**({"num_classes": num_classes} if num_classes is not None else {}))
 
 
+def _timm(source: str):
+    try:
+        import timm
+    except ImportError:
+        raise ModelLoadError(f"source {source}: needs timm (pip install timm)") from None
+    return timm
+
+
+def timm_preprocess(module: nn.Module) -> dict[str, object]:
+    """timm's data config of ``module`` as whyserve's preprocessing (resize = crop / crop_pct)."""
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=module)
+    crop = int(config["input_size"][-1])
+    interpolation = config["interpolation"] if config["interpolation"] in INTERPOLATIONS else "bilinear"
+    return {"resize": int(crop / config["crop_pct"]), "crop": crop, "interpolation": interpolation,
+            "mean": list(config["mean"]), "std": list(config["std"])}  # fmt: skip
+
+
 def build_module(source: str, num_classes: int | None = None, model_file: str | Path | None = None) -> nn.Module:
     """The architecture named by ``source`` (see the module docstring), without weights."""
     kind, _, rest = source.partition(":")
@@ -154,6 +175,11 @@ def build_module(source: str, num_classes: int | None = None, model_file: str | 
         if rest not in torchvision.models.list_models():
             raise ModelLoadError(f"source {source}: torchvision has no architecture {rest!r}")
         return torchvision.models.get_model(rest, weights=None, **({"num_classes": num_classes} if num_classes else {}))
+    if kind == "timm" and rest:
+        timm = _timm(source)
+        if not timm.is_model(rest):
+            raise ModelLoadError(f"source {source}: timm has no architecture {rest!r}")
+        return timm.create_model(rest, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
     if kind == "python" and rest:
         module = _from_factory(rest, num_classes)
     elif source == "model_file":
@@ -180,13 +206,14 @@ def load_source(
     random_weights: bool = False,
 ) -> ModelSpec:
     """The user's model as a ``ModelSpec`` in eval mode (see the module docstring)."""
-    rules = Preprocess.from_dict(preprocess)
     class_names = read_class_names(classes) if classes else None
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ModelLoadError(f"{Path(classes).name} names {len(class_names)} classes, num_classes is {num_classes}")
     with torch.random.fork_rng():
         torch.manual_seed(0)  # random_weights: the same network in every worker
         module = build_module(source, num_classes or (len(class_names) if class_names else None), model_file)
+    defaults = timm_preprocess(module) if source.startswith("timm:") else {}
+    rules = Preprocess.from_dict({**defaults, **(preprocess or {})})
     if weights is not None:
         load_state_dict_file(module, weights)
     elif not random_weights:

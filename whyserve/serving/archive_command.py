@@ -18,6 +18,8 @@ from whyserve.serving.archive import build_archive
 EPILOG = """examples:
   whyserve archive --source torchvision:resnet50 --weights resnet50_ft.pth --classes index_to_name.json \\
       --name my_resnet --out model_store/
+  whyserve archive --source timm:vit_small_patch16_224 --weights vit.pth --num-classes 10 --layer blocks.11.norm1 \\
+      --name my_vit --out model_store/
   whyserve archive --source model_file --model-file my_net.py --weights my_net.pth --name my_net --out model_store/
   whyserve archive --source python:my_package.models:build --weights w.pth --num-classes 10 --name mine --out model_store/
 then: torchserve --start --ncs --model-store model_store --models my_resnet=my_resnet.mar"""
@@ -38,11 +40,12 @@ def add_parser(commands) -> None:
     archive.add_argument("--num-classes", type=int, help="the head's size (default: as many as --classes names)")
     archive.add_argument("--layer", help="target layer of the CAM methods, a dotted module name (default: found)")
     archive.add_argument("--methods", help="comma-separated methods to serve (default: every one the model supports)")
-    archive.add_argument("--resize", type=int, default=256, help="shorter side in pixels before the crop (default: 256)")
-    archive.add_argument("--crop", type=int, default=224, help="centred square crop in pixels (default: 224)")
-    archive.add_argument("--interpolation", default="bilinear", help="nearest, bilinear or bicubic (default: bilinear)")
-    archive.add_argument("--mean", type=float, nargs=3, help="normalisation mean, R G B (default: ImageNet's)")
-    archive.add_argument("--std", type=float, nargs=3, help="normalisation std, R G B (default: ImageNet's)")
+    defaults = "default: timm's data config for timm sources, else"
+    archive.add_argument("--resize", type=int, help=f"shorter side in pixels before the crop ({defaults} 256)")
+    archive.add_argument("--crop", type=int, help=f"centred square crop in pixels ({defaults} 224)")
+    archive.add_argument("--interpolation", help=f"nearest, bilinear or bicubic ({defaults} bilinear)")
+    archive.add_argument("--mean", type=float, nargs=3, help=f"normalisation mean, R G B ({defaults} ImageNet's)")
+    archive.add_argument("--std", type=float, nargs=3, help=f"normalisation std, R G B ({defaults} ImageNet's)")
     archive.add_argument("--random-weights", action="store_true", help="no --weights on purpose: a random network (tests)")
     archive.add_argument(
         "--explain-budget-s", type=float, default=10, help="requests estimated slower get 422 naming what fits (default: 10)"
@@ -94,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 def handler_section(args: argparse.Namespace) -> dict:
     """model-config.yaml's ``handler:`` for these arguments (files by their names in the archive)."""
-    preprocess = {"resize": args.resize, "crop": args.crop, "interpolation": args.interpolation}
-    preprocess.update({key: list(getattr(args, key)) for key in ("mean", "std") if getattr(args, key)})
+    given = {key: getattr(args, key) for key in ("resize", "crop", "interpolation", "mean", "std")}
+    preprocess = {key: list(value) if isinstance(value, list) else value for key, value in given.items() if value is not None}
     handler: dict = {
         "source": args.source,
         "preprocess": preprocess,
