@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +27,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from serving_helpers import ROOT
 from whyserve import Explainer, ExplainRequest
+from whyserve.backends import open_backend
 from whyserve.errors import ModelLoadError
-from whyserve.models.sources import Preprocess, load_source, read_class_names
+from whyserve.models.sources import load_source
+from whyserve.models.user_files import Preprocess, read_class_names
 from whyserve.photos import photo_path
 from whyserve.serving import launcher
 from whyserve.serving.archive import settings_from_archive, unpack
@@ -58,7 +62,9 @@ def user_files(tmp_path_factory) -> Path:
     (the [id, name] shape), a model file with its state dict and labels.txt, a ResNet-18 head."""
     folder = tmp_path_factory.mktemp("user")
     torch.manual_seed(1)
-    torch.save(torchvision.models.resnet50(num_classes=10).state_dict(), folder / "resnet50_ft.pth")
+    resnet50 = torchvision.models.resnet50(num_classes=10).eval()
+    torch.save(resnet50.state_dict(), folder / "resnet50_ft.pth")
+    export_elsewhere(resnet50, folder)
     names = {str(i): [f"n{i:08d}", f"part {i}"] for i in range(10)}
     (folder / "index_to_name.json").write_text(json.dumps(names))
     (folder / "tiny_net.py").write_text(TINY_NET)
@@ -70,6 +76,17 @@ def user_files(tmp_path_factory) -> Path:
     torch.save(timm.create_model("vit_small_patch16_224", num_classes=10).state_dict(), folder / "vit.pth")
     torch.save(timm.create_model("convnext_atto", num_classes=4).state_dict(), folder / "convnext.pth")
     return folder
+
+
+def export_elsewhere(model: torch.nn.Module, folder: Path) -> None:
+    """The ResNet-50 as its user's own exporters write it: TorchScript (traced), and ONNX with
+    their own input name, once with a dynamic batch and once fixed to one image."""
+    example = torch.zeros(1, 3, 224, 224)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporters' deprecation notices
+        torch.jit.save(torch.jit.trace(model, example), folder / "resnet50_ft_ts.pt")
+        for name, dynamic in (("resnet50_ft.onnx", {"pixel_values": {0: "batch"}}), ("resnet50_fixed.onnx", None)):
+            torch.onnx.export(model, (example,), folder / name, dynamo=False, input_names=["pixel_values"], dynamic_axes=dynamic)
 
 
 def archive(*args: str | Path) -> subprocess.CompletedProcess:
@@ -91,6 +108,10 @@ def store(user_files, tmp_path_factory) -> Path:
                 user_files / "index_to_name.json", "--layer", "blocks.11.norm1", "--name", "vit", "--out", out),
         archive("--source", "timm:convnext_atto", "--weights", user_files / "convnext.pth", "--num-classes", "4",
                 "--name", "convnext", "--out", out),
+        archive("--source", "torchvision:resnet50", "--weights", user_files / "resnet50_ft_ts.pt", "--classes",
+                user_files / "index_to_name.json", "--name", "resnet50_ts", "--out", out),
+        archive("--source", "onnx", "--weights", user_files / "resnet50_ft.onnx", "--classes",
+                user_files / "index_to_name.json", "--name", "resnet50_onnx", "--out", out),
     ]  # fmt: skip
     for done in built:
         assert done.returncode == 0, done.stderr
@@ -99,7 +120,7 @@ def store(user_files, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    models = ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext"]
+    models = ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext", "resnet50_ts", "resnet50_onnx"]
     served = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("ts"))
     try:
         served.wait_ready(timeout=300)
@@ -123,9 +144,13 @@ def in_process(store: Path, name: str, tmp_path: Path):
     settings = settings_from_archive(config["handler"], tmp_path / name, manifest)
     spec = load_source(
         name, settings["source"], settings["weights"], num_classes=settings.get("num_classes"), classes=settings.get("classes"),
-        preprocess=settings["preprocess"], model_file=settings.get("model_file"),
+        preprocess=settings["preprocess"], model_file=settings.get("model_file"), layer=settings["layer"],
     )  # fmt: skip
     return spec, settings["layer"]
+
+
+def photo_tensor(store: Path, name: str, tmp_path: Path, photo: str) -> torch.Tensor:
+    return in_process(store, name, tmp_path)[0].preprocess(Image.open(photo_path(photo)))
 
 
 # -- served end to end ----------------------------------------------------------------------
@@ -141,6 +166,7 @@ def in_process(store: Path, name: str, tmp_path: Path):
         ("resnet18_head", {"0", "1", "2", "3"}, "layer4"),  # no class names: the indices
         ("vit", {f"part {i}" for i in range(10)}, "blocks.11.norm1"),  # patch tokens as a 14x14 map
         ("convnext", {"0", "1", "2", "3"}, "norm_pre"),  # found: the last map, timm's preprocessing
+        ("resnet50_ts", {f"part {i}" for i in range(10)}, "layer4"),  # the weights read out of TorchScript
     ],
 )
 def test_user_models_are_served_with_their_own_classes_and_layer(server, model, labels, layer, method):
@@ -155,7 +181,7 @@ def test_user_models_are_served_with_their_own_classes_and_layer(server, model, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet50_ft", "vit"])
+@pytest.mark.parametrize("model", ["resnet50_ft", "vit", "resnet50_onnx"])
 def test_served_scorecam_follows_the_budget_hint(server, model):
     """Score-CAM on ResNet-50 or a ViT may be over the 10 s budget at 64 channels here; the 422
     names what fits, and asking for that is answered."""
@@ -235,6 +261,72 @@ def test_gradcam_of_the_archived_vit_equals_pytorch_grad_cam_with_its_reshape_tr
         cam.activations_and_grads.release()
     assert np.abs(ours - peer).max() <= 1e-4
     assert ours.std() > 0.05
+
+
+@pytest.mark.slow
+def test_the_torchscript_weights_give_the_eager_models_maps(store, tmp_path):
+    """A TorchScript file as the weights of its architecture: the same network, the same maps."""
+    x = torch.stack([photo_tensor(store, "resnet50_ft", tmp_path, n) for n in ("chelsea", "coffee")])
+    requests_ = [ExplainRequest("gradcam", 3), ExplainRequest("contrastive", 3, 8)]
+    maps = []
+    for name in ("resnet50_ft", "resnet50_ts"):
+        spec, layer = in_process(store, name, tmp_path)
+        maps.append(np.stack([e.heatmap for e in Explainer(spec, layer=layer).explain(x, requests_).explanations]))
+    assert np.abs(maps[0] - maps[1]).max() <= 1e-4 and maps[0].std() > 0.05
+
+
+@pytest.mark.slow
+def test_scorecam_on_any_onnx_export_equals_the_eager_model(store, user_files, tmp_path):
+    """Score-CAM on the user's .onnx (their input name; a dynamic or a fixed batch), on ONNX
+    Runtime, against Score-CAM on the eager ResNet-50 it was exported from. The channels are
+    ranked by spread: the target ranking needs a gradient, which a bare .onnx does not give."""
+    eager, layer = in_process(store, "resnet50_ft", tmp_path)
+    x = torch.stack([photo_tensor(store, "resnet50_ft", tmp_path, n) for n in ("chelsea", "coffee")])
+    asked = [ExplainRequest("scorecam", t, channels=16, ranking="spread") for t in (3, 8)]
+    reference = np.stack([e.heatmap for e in Explainer(eager, layer=layer).explain(x, asked).explanations])
+    for file in ("resnet50_ft.onnx", "resnet50_fixed.onnx"):
+        spec = load_source("onnx", "onnx", user_files / file, num_classes=10)
+        assert spec.target_layer == "/layer4/layer4.2/relu_2/Relu_output_0"  # layer4's output, found in the graph
+        explainer = Explainer(spec, backend=open_backend("onnxruntime", spec))
+        result = explainer.explain(x, asked)
+        ours = np.stack([e.heatmap for e in result.explanations])
+        assert result.backend.startswith("onnxruntime") and np.abs(ours - reference).max() <= 1e-4, file
+
+
+@pytest.mark.slow
+def test_gradient_methods_on_an_onnx_file_are_refused_naming_what_works(server):
+    answer = post(server, "resnet50_onnx", method="gradcam")
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert "ONNX has no autograd" in error["message"] and error["valid"] == ["scorecam", "none"]
+    assert post(server, "resnet50_onnx", method="none").json()["predictions"][0]["label"].startswith("part ")
+
+
+def test_onnx_files_that_cannot_be_explained_are_load_errors(user_files, tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelLoadError, match="not an ONNX model"):
+        load_source("x", "onnx", tmp_path / "junk.onnx")
+    with pytest.raises(ModelLoadError, match="is not a spatial .* the last ones are .*Relu_output_0"):
+        load_source("x", "onnx", user_files / "resnet50_ft.onnx", layer="/fc/Gemm_output_0")
+    with pytest.raises(ModelLoadError, match="takes 224x224 images; preprocess.crop is 192"):
+        load_source("x", "onnx", user_files / "resnet50_fixed.onnx", preprocess={"crop": 192})
+    with pytest.raises(ModelLoadError, match="has 10 outputs, num_classes says 4"):
+        load_source("x", "onnx", user_files / "resnet50_ft.onnx", num_classes=4)
+
+
+def test_a_torchscript_module_is_refused_naming_the_fix(user_files, tmp_path):
+    """Hooks do not run inside TorchScript (a traced module ignores them silently): no layer."""
+    (tmp_path / "scripted.py").write_text(
+        f"import torch\ndef build():\n    return torch.jit.load({str(user_files / 'resnet50_ft_ts.pt')!r})\n"
+    )
+    for source in ("torchscript", "python:scripted:build"):
+        done = subprocess.run(
+            [*WHYSERVE, "archive", "--source", source, "--weights", str(user_files / "resnet50_ft_ts.pt"), "--name", "x",
+             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "TorchScript runs no forward hooks" in done.stderr and "--source torchvision:resnet50" in done.stderr
 
 
 def test_a_vit_without_a_named_layer_is_refused_naming_its_token_layers(user_files, tmp_path):

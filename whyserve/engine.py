@@ -97,12 +97,17 @@ class Explainer:
             return len(self.spec.class_names)
         return self.spec.num_outputs
 
+    def why_unsupported(self, name: object) -> str:
+        """ "; <why>" when the backend cannot run a method this model otherwise supports, else ""."""
+        method = next((m for m in all_methods() if m.name == name and m.supports(self.spec)), None)
+        return self.backend.why_not(method) if method is not None else ""
+
     def resolve(self, request: ExplainRequest) -> ResolvedRequest:
         """Check ``request`` and resolve it (indices, values, parsed options), before any work;
         raise ``InvalidOption`` naming what this model cannot answer."""
         method = self.methods.get(request.method)
         if method is None:
-            why = requirement_of(request.method)
+            why = requirement_of(request.method) + self.why_unsupported(request.method)
             raise InvalidOption(
                 "method", f"{request.method!r} is not supported by model {self.spec.name!r}{why}", tuple(self.methods)
             )

@@ -33,10 +33,10 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int]) -> str:
     height, width = input_size
     first, calls, order = _output_shapes(model, (height, width))
     try:
-        second = _output_shapes(model, _larger(input_size))[0]
+        second = _output_shapes(model, larger_size(input_size))[0]
     except Exception:  # noqa: BLE001 - a fixed-size model (ViT position embeddings, a flattening head)
         second = None
-    spatial = {name for name, shape in first.items() if _is_spatial(shape, second and second.get(name), input_size)}
+    spatial = {name for name, shape in first.items() if is_spatial_map(shape, second and second.get(name), input_size)}
     tokens = [n for n in dict.fromkeys(order) if len(first[n]) == 3 and token_grid(first[n][1]) and calls[n] == 1]
     for index in range(len(order) - 1, -1, -1):
         name = order[index]
@@ -80,7 +80,9 @@ def _output_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[dict[str, t
     return shapes, calls, order
 
 
-def _is_spatial(shape: tuple[int, ...], larger: tuple[int, ...] | None, input_size: tuple[int, int]) -> bool:
+def is_spatial_map(shape: tuple[int, ...], larger: tuple[int, ...] | None, input_size: tuple[int, int]) -> bool:
+    """Whether an output of ``shape`` at ``input_size`` (and ``larger`` at ``larger_size``; None: a
+    fixed-size model) is a spatial feature map (see ``find_target_layer``)."""
     if len(shape) != 4 or shape[-1] * shape[-2] <= 1:
         return False
     (h, w), (height, width) = shape[-2:], input_size
@@ -89,11 +91,11 @@ def _is_spatial(shape: tuple[int, ...], larger: tuple[int, ...] | None, input_si
     if len(larger) != 4 or larger[1] != shape[1]:
         return False
     # the map keeps its stride: one pixel of rounding from padding or odd sizes
-    big_height, big_width = _larger(input_size)
+    big_height, big_width = larger_size(input_size)
     return abs(larger[2] - h * big_height / height) <= 1 and abs(larger[3] - w * big_width / width) <= 1
 
 
-def _larger(input_size: tuple[int, int]) -> tuple[int, int]:
+def larger_size(input_size: tuple[int, int]) -> tuple[int, int]:
     return round(input_size[0] * 1.5), round(input_size[1] * 1.5)
 
 

@@ -16,10 +16,9 @@ from torch import nn
 
 from whyserve.layers import eval_mode, find_target_layer, get_layer
 from whyserve.models import ModelSpec
+from whyserve.models.onnx_source import ACTIVATIONS, INPUT, LOGITS, META_LAYER, META_MODEL
 
-INPUT = "input"
-OUTPUTS = ("logits", "activations")
-META_MODEL, META_LAYER = "whyserve.model", "whyserve.layer"
+OUTPUTS = (LOGITS, ACTIVATIONS)
 
 
 class InvalidOnnxModel(ValueError):
@@ -73,8 +72,8 @@ def export_onnx(spec: ModelSpec, path: str | Path, layer: str | None = None, ops
     return path
 
 
-def create_session(path: str | Path, threads: int | None = None, spinning: bool = False) -> ort.InferenceSession:
-    """A session on the CUDA provider when onnxruntime-gpu sees a GPU, else the CPU.
+def create_session(model: str | Path | bytes, threads: int | None = None, spinning: bool = False) -> ort.InferenceSession:
+    """A session on ``model`` (a path, or a serialized graph) on the CUDA provider when onnxruntime-gpu sees a GPU, else the CPU.
 
     One intra-op pool of ``threads`` (None: ONNX Runtime's default, one per core) and no
     inter-op pool: a TorchServe worker runs one batch at a time, and several workers share
@@ -93,8 +92,8 @@ def create_session(path: str | Path, threads: int | None = None, spinning: bool 
         options.intra_op_num_threads = threads
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    session = ort.InferenceSession(str(path), options, providers=providers)
-    _check_signature(session, path)
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=providers)
+    _check_signature(session, "the rewritten graph" if isinstance(model, bytes) else model)
     return session
 
 
@@ -105,7 +104,7 @@ def _check_signature(session: ort.InferenceSession, path: str | Path) -> None:
         raise InvalidOnnxModel(
             f"{path}: expected input 'input' (N, 3, H, W) and outputs 'logits' (N, classes), "
             f"'activations' (N, C, h, w); found inputs {inputs} and outputs {outputs} "
-            "(name, rank). Export the model with `whyserve export-onnx`."
+            "(name, rank). Export the model with `whyserve export-onnx`, or serve any .onnx as source onnx."
         )
 
 

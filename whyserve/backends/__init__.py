@@ -28,6 +28,9 @@ class Backend(Protocol):
 
     def supports(self, method: Method) -> bool: ...
 
+    def why_not(self, method: Method) -> str:
+        """ "; <why this backend cannot run method>", or "" when it can."""
+
     def running(self) -> AbstractContextManager[None]:
         """The context every pass of one batch runs in (eval mode, no graph by default)."""
 
@@ -45,15 +48,19 @@ def open_backend(
     kind: str, spec: ModelSpec, weights: str | Path | None = None, layer: str | None = None, threads: int | None = None
 ) -> Backend:
     """The backend named ``kind``: ``torch`` (``spec``'s module, ``layer``), or ``onnxruntime``
-    (``weights`` is an .onnx from `whyserve export-onnx`, ``threads`` its intra-op pool)."""
+    (``weights`` is an .onnx from `whyserve export-onnx`, or ``spec`` is source onnx's rewritten
+    graph; ``threads`` its intra-op pool)."""
     if kind == "torch":
         from whyserve.backends.torch_backend import TorchBackend
 
         return TorchBackend(spec, layer)
     if kind == "onnxruntime":
         from whyserve.backends.ort_backend import OrtBackend
+        from whyserve.models.onnx_source import OnnxModel
         from whyserve.onnx_runtime import create_session
 
+        if isinstance(spec.module, OnnxModel):  # source onnx: the graph rewritten at load, no PyTorch model
+            return OrtBackend(create_session(spec.module.serialized, threads))
         if not weights:
             raise ValueError("backend onnxruntime needs the .onnx file as the archive's serialized file")
         return OrtBackend(create_session(weights, threads), spec)

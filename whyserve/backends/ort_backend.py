@@ -37,8 +37,12 @@ class OrtBackend:
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec | None = None) -> None:
         self.session = session
         self.layer_name = session_metadata(session).get(META_LAYER, "activations")
+        self.batch_of_one = session.get_inputs()[0].shape[0] == 1  # an exporter fixed the batch: one image a run
         self.head: nn.Module | None = None
-        self.head_error = "no PyTorch model given for the head above the layer"
+        self.head_error = (
+            "ONNX has no autograd and no PyTorch model came with the .onnx: serve scorecam here, or the PyTorch "
+            "model (source torchvision:, timm:, python: or model_file) for gradient methods"
+        )
         if spec is not None:
             try:
                 self.head = self._checked_head(spec)
@@ -52,6 +56,9 @@ class OrtBackend:
 
     def supports(self, method: Method) -> bool:
         return method.needs is Needs.MASKED_FORWARDS or (method.needs is Needs.LAYER_GRADIENT and self.head is not None)
+
+    def why_not(self, method: Method) -> str:
+        return "" if self.supports(method) else f"; not on ONNX Runtime: {self.head_error}"
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -75,8 +82,11 @@ class OrtBackend:
         return self._run(["logits"], images)[0]
 
     def _run(self, outputs: list[str], images: torch.Tensor) -> list[torch.Tensor]:
-        feed = {INPUT: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)}
-        return [torch.from_numpy(a) for a in self.session.run(outputs, feed)]
+        runs = [
+            self.session.run(outputs, {INPUT: np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)})
+            for rows in (images.split(1) if self.batch_of_one else [images])
+        ]
+        return [torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*runs)]
 
     def _checked_head(self, spec: ModelSpec) -> nn.Module:
         """``spec``'s head above the layer, checked against the .onnx on one probe image."""

@@ -35,6 +35,9 @@ class TorchBackend:
     def supports(self, method: Method) -> bool:
         return True
 
+    def why_not(self, method: Method) -> str:
+        return ""
+
     @contextmanager
     def running(self) -> Iterator[None]:
         # Out of inference mode (TorchServe's) so a graph can be built; no graph by default.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +91,16 @@ def load_model(name: str, weights: str | Path | None = None) -> ModelSpec:
 
 def load_state_dict_file(module: nn.Module, path: str | Path) -> None:
     """A state dict (``torch.save(model.state_dict())``; a ``{"state_dict": ...}`` checkpoint and
-    DataParallel's ``module.`` prefix are unwrapped) loaded strictly; a misfit names what differs."""
+    DataParallel's ``module.`` prefix are unwrapped; a TorchScript file's own) loaded strictly; a
+    misfit names what differs."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if _is_torchscript(path):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's own deprecation: not the user's to fix
+                state = torch.jit.load(path, map_location="cpu").state_dict()
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise ModelLoadError(f"weights {path.name}: not a state dict torch.load can read ({type(error).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -115,6 +123,14 @@ def load_state_dict_file(module: nn.Module, path: str | Path) -> None:
         ]
         raise ModelLoadError(f"weights {path.name} do not fit the architecture: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """``torch.jit.save`` writes a zip with the module's code; ``torch.save`` one without."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def _import_builtin() -> None:

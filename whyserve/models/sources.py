@@ -11,7 +11,13 @@ Sources (``handler.source``):
 - ``python:<package.module>:<factory>``: a callable returning the ``nn.Module`` (given
   ``num_classes`` when set), then the state dict;
 - ``model_file``: TorchServe's own convention, the archive's ``--model-file`` (a .py defining
-  exactly one ``nn.Module`` subclass, built without arguments) plus ``--serialized-file``.
+  exactly one ``nn.Module`` subclass, built without arguments) plus ``--serialized-file``;
+- ``onnx``: an .onnx from any exporter as the weights, served on ONNX Runtime
+  (``whyserve.models.onnx_source``: predictions and Score-CAM).
+
+A TorchScript file is taken as the weights of any of the first four (its state dict is read out
+of it). It is not a source of its own: TorchScript runs no forward hooks on its layers (a traced
+module ignores them without a word), so no method could read the target layer.
 
 Weights are required: a model without them predicts noise, so serving one takes an explicit
 ``random_weights: true`` (tests). Weights that do not fit the architecture are a
@@ -23,102 +29,26 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 import torchvision
-from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from whyserve.errors import ModelLoadError
 from whyserve.models import ModelSpec, load_state_dict_file
+from whyserve.models.user_files import INTERPOLATIONS, Preprocess, read_class_names
 
 logger = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("torchvision:<architecture>", "timm:<architecture>", "python:<package.module>:<factory>", "model_file")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INTERPOLATIONS = {
-    "nearest": v2.InterpolationMode.NEAREST,
-    "bilinear": v2.InterpolationMode.BILINEAR,
-    "bicubic": v2.InterpolationMode.BICUBIC,
-}
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Shorter side to ``resize``, a centred ``crop`` square, then (x - mean) / std on [0, 1]
-    RGB: torchvision's and timm's ImageNet convention, the defaults."""
-
-    resize: int = 256
-    crop: int = 224
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, object] | None) -> Preprocess:
-        values = dict(values or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ModelLoadError(f"preprocess: unknown key(s) {unknown}; known: {known}")
-        for key in ("resize", "crop"):
-            if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1):
-                raise ModelLoadError(f"preprocess.{key}: {values[key]!r} is not a positive integer (pixels)")
-        if values.get("interpolation", "bilinear") not in INTERPOLATIONS:
-            raise ModelLoadError(f"preprocess.interpolation: {values['interpolation']!r}; known: {sorted(INTERPOLATIONS)}")
-        for key in ("mean", "std"):
-            if key in values:
-                triple = values[key]
-                if not (isinstance(triple, Sequence) and len(triple) == 3 and all(isinstance(v, (int, float)) for v in triple)):
-                    raise ModelLoadError(f"preprocess.{key}: {triple!r} is not three numbers (R, G, B)")
-                if key == "std" and min(triple) <= 0:
-                    raise ModelLoadError(f"preprocess.std: {triple!r} must be positive")
-                values[key] = tuple(float(v) for v in triple)
-        preprocess = cls(**values)  # type: ignore[arg-type]
-        if preprocess.crop > preprocess.resize:
-            raise ModelLoadError(f"preprocess: crop {preprocess.crop} is larger than resize {preprocess.resize}")
-        return preprocess
-
-    def view(self) -> v2.Compose:
-        return v2.Compose([v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation]), v2.CenterCrop(self.crop)])
-
-    def normalize(self, view: Image.Image) -> torch.Tensor:
-        return TF.normalize(TF.to_dtype(TF.pil_to_tensor(view), torch.float32, scale=True), list(self.mean), list(self.std))
-
-
-def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """Class names from TorchServe's ``index_to_name.json`` (``{"0": "cat"}`` or
-    ``{"0": ["n02123045", "cat"]}``: the last item is the name) or a text file, one per line."""
-    path = Path(path)
-    if path.suffix != ".json":
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not names:
-            raise ModelLoadError(f"class names {path.name}: no labels (one per line)")
-        return tuple(names)
-    try:
-        mapping = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(f"class names {path.name}: not JSON ({error})") from None
-    if not isinstance(mapping, dict) or not mapping:
-        raise ModelLoadError(f'class names {path.name}: expected {{"0": "label", ...}} (TorchServe\'s index_to_name.json)')
-    names: dict[int, str] = {}
-    for key, value in mapping.items():
-        label = value[-1] if isinstance(value, list) and value else value
-        if not (isinstance(key, str) and key.isdigit()) or not isinstance(label, str):
-            raise ModelLoadError(f"class names {path.name}: entry {key!r}: {value!r} is not index -> label (or [id, label])")
-        names[int(key)] = label
-    if sorted(names) != list(range(len(names))):
-        missing = sorted(set(range(max(names) + 1)) - set(names))[:5]
-        raise ModelLoadError(f"class names {path.name}: indices must be 0..{len(names) - 1}; missing {missing}")
-    return tuple(names[i] for i in range(len(names)))
+SOURCE_KINDS = ("torchvision:<architecture>", "timm:<architecture>", "python:<package.module>:<factory>", "model_file", "onnx")
+TORCHSCRIPT = (
+    "TorchScript runs no forward hooks on its layers, so no method can read a target layer; name the "
+    "architecture and give the TorchScript file as the weights (its state dict is read out of it), e.g. "
+    "--source torchvision:resnet50 --weights model.pt, or export it to ONNX (source onnx) for Score-CAM"
+)
 
 
 def _from_model_file(path: str | Path) -> nn.Module:
@@ -186,8 +116,12 @@ def build_module(source: str, num_classes: int | None = None, model_file: str | 
         if model_file is None:
             raise ModelLoadError("source model_file: the archive has no --model-file (a .py defining the nn.Module)")
         module = _from_model_file(model_file)
+    elif source == "torchscript":
+        raise ModelLoadError(f"source torchscript: {TORCHSCRIPT}")
     else:
         raise ModelLoadError(f"source {source!r} is not one of {list(SOURCE_KINDS)}")
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ModelLoadError(f"source {source}: gave a TorchScript module. {TORCHSCRIPT}")
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"source {source}: gave a {type(module).__name__}, not a torch.nn.Module")
     return module
@@ -206,6 +140,10 @@ def load_source(
     random_weights: bool = False,
 ) -> ModelSpec:
     """The user's model as a ``ModelSpec`` in eval mode (see the module docstring)."""
+    if source == "onnx":
+        from whyserve.models.onnx_source import load_onnx  # onnx and onnxruntime: an optional extra
+
+        return load_onnx(name, weights, layer=layer, classes=classes, num_classes=num_classes, preprocess=preprocess)
     class_names = read_class_names(classes) if classes else None
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ModelLoadError(f"{Path(classes).name} names {len(class_names)} classes, num_classes is {num_classes}")

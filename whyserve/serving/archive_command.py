@@ -22,6 +22,7 @@ EPILOG = """examples:
       --name my_vit --out model_store/
   whyserve archive --source model_file --model-file my_net.py --weights my_net.pth --name my_net --out model_store/
   whyserve archive --source python:my_package.models:build --weights w.pth --num-classes 10 --name mine --out model_store/
+  whyserve archive --source onnx --weights resnet50.onnx --classes labels.txt --name my_onnx --out model_store/
 then: torchserve --start --ncs --model-store model_store --models my_resnet=my_resnet.mar"""
 
 
@@ -34,11 +35,17 @@ def add_parser(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     archive.add_argument("--source", required=True, help=f"where the nn.Module comes from: {', '.join(SOURCE_KINDS)}")
-    archive.add_argument("--weights", type=Path, help="the state dict (torch.save(model.state_dict(), ...))")
+    archive.add_argument(
+        "--weights",
+        type=Path,
+        help="the state dict (torch.save(model.state_dict(), ...)), a TorchScript file (its state dict), or source onnx's .onnx",
+    )
     archive.add_argument("--model-file", type=Path, help="source model_file: a .py defining one nn.Module subclass")
     archive.add_argument("--classes", type=Path, help="index_to_name.json ({'0': 'cat'} or {'0': ['id', 'cat']}) or labels.txt")
     archive.add_argument("--num-classes", type=int, help="the head's size (default: as many as --classes names)")
-    archive.add_argument("--layer", help="target layer of the CAM methods, a dotted module name (default: found)")
+    archive.add_argument(
+        "--layer", help="target layer of the CAM methods: a dotted module name, or source onnx's tensor (default: found)"
+    )
     archive.add_argument("--methods", help="comma-separated methods to serve (default: every one the model supports)")
     defaults = "default: timm's data config for timm sources, else"
     archive.add_argument("--resize", type=int, help=f"shorter side in pixels before the crop ({defaults} 256)")
@@ -67,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
         classes=args.classes,
         preprocess=handler.get("preprocess"),
         model_file=args.model_file,
+        layer=args.layer,
         random_weights=args.random_weights,
     )
-    handler["layer"] = args.layer or find_target_layer(spec.module, spec.input_size)
-    get_layer(spec.module, handler["layer"])  # a named layer that does not exist fails here, with candidates
+    # source onnx resolves its tensor at load; a named module that does not exist fails here, with candidates
+    handler["layer"] = spec.target_layer or find_target_layer(spec.module, spec.input_size)
+    if args.source != "onnx":
+        get_layer(spec.module, handler["layer"])
     config = {
         "minWorkers": args.workers,
         "maxWorkers": args.workers,
@@ -114,4 +124,6 @@ def handler_section(args: argparse.Namespace) -> dict:
         handler["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.random_weights:
         handler["random_weights"] = True
+    if args.source == "onnx":
+        handler["default_method"] = "scorecam"  # the one method a bare .onnx serves (no autograd)
     return handler

@@ -166,6 +166,7 @@ class RequestDefaults:
     methods: tuple[str, ...] = ("gradcam", "contrastive", "scorecam")
     topk: int = 5
     method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    why_not: Mapping[str, str] = field(default_factory=dict)  # "; <why>" per method the backend cannot run
 
 
 def option_names() -> tuple[str, ...]:
@@ -183,7 +184,7 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
     if unknown:
         raise ServingError(400, f"unknown option {unknown[0]!r}", names, "bad_option")
     options = {k: v for k, v in raw.items() if v is not None and v != ""}
-    method = _method(options.get("method", defaults.method), defaults.methods)
+    method = _method(options.get("method", defaults.method), defaults)
     target = _class_option(options.get("target"), "target")
     contrast = _contrast_option(options.get("contrast"))
     serve = ServeOptions(_topk(options.get("topk", defaults.topk)), _outputs(options.get("outputs", "heatmap")))
@@ -194,10 +195,10 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
     return ExplainRequest(method, target, contrast, **{**defaults.method_options.get(method, {}), **own}), serve
 
 
-def _method(method: object, methods: tuple[str, ...]) -> str:
-    valid = (*methods, NO_EXPLANATION)
+def _method(method: object, defaults: RequestDefaults) -> str:
+    valid = (*defaults.methods, NO_EXPLANATION)
     if not isinstance(method, str) or method.strip().lower() not in valid:
-        why = requirement_of(method)
+        why = requirement_of(method) + (defaults.why_not.get(method.strip().lower(), "") if isinstance(method, str) else "")
         raise ServingError(400, f"method {method!r} is not supported by this model{why}", valid, "bad_option")
     return method.strip().lower()
 

@@ -19,7 +19,7 @@ from PIL import Image
 from whyserve.backends import open_backend
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption, ModelLoadError
-from whyserve.methods import ResolvedRequest
+from whyserve.methods import ResolvedRequest, all_methods
 from whyserve.models import ModelSpec, load_model
 from whyserve.models.sources import load_source
 from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
@@ -132,7 +132,7 @@ def _load_spec(config: ServingConfig) -> ModelSpec:
     """The model the config names: registered (``model``) or the user's own (``source``)."""
     if config.source is None:
         return load_model(config.model, config.weights if config.backend == "torch" else None)
-    if config.backend != "torch":
+    if config.backend != "torch" and config.source != "onnx":
         raise ModelLoadError(f"source {config.source}: backend {config.backend!r} serves whyserve's exports; use backend torch")
     return load_source(
         config.model,
@@ -159,13 +159,16 @@ class ExplainService:
         methods = config.methods or tuple(self.explainer.methods)
         unsupported = [m for m in methods if m not in self.explainer.methods]
         if unsupported:
+            why = "".join(self.explainer.why_unsupported(m) for m in unsupported[:1])
             raise ValueError(
-                f"model {config.model!r} does not support {unsupported}; it supports {tuple(self.explainer.methods)}"
+                f"model {config.model!r} does not support {unsupported}{why}; it supports {tuple(self.explainer.methods)}"
             )
         self.methods = tuple(methods)
         if config.default_method not in (*self.methods, NO_EXPLANATION):
             raise ValueError(f"default_method {config.default_method!r} is not one of {self.methods}")
-        self.defaults = RequestDefaults(config.default_method, self.methods, config.topk, self._method_defaults(config))
+        why_not = {m.name: self.explainer.why_unsupported(m.name) for m in all_methods()}
+        why_not = {name: why for name, why in why_not.items() if why}
+        self.defaults = RequestDefaults(config.default_method, self.methods, config.topk, self._method_defaults(config), why_not)
         self.image_limits = ImageLimits(config.max_image_pixels, config.max_resized_pixels, config.max_aspect_ratio)
         self.resized = resize_rule(self.spec.view)
         self.budget = self._budget(server or ServerLimits())
@@ -207,7 +210,8 @@ class ExplainService:
         spec = _load_spec(config)
         if config.vebi_relevance:
             spec = replace(spec, vebi_relevance=Path(config.vebi_relevance))
-        backend = open_backend(config.backend, spec, config.weights, config.layer, config.onnx_threads)
+        kind = "onnxruntime" if config.source == "onnx" else config.backend
+        backend = open_backend(kind, spec, config.weights, config.layer, config.onnx_threads)
         return Explainer(spec, scorecam_chunk=config.scorecam_chunk, backend=backend)
 
     def handle(self, requests: list[tuple[Mapping[str, object], Mapping[str, object]]]) -> list[Reply]:
