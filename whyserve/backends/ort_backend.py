@@ -82,11 +82,12 @@ class OrtBackend:
         return self._run(["logits"], images)[0]
 
     def _run(self, outputs: list[str], images: torch.Tensor) -> list[torch.Tensor]:
-        runs = [
-            self.session.run(outputs, {INPUT: np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)})
-            for rows in (images.split(1) if self.batch_of_one else [images])
-        ]
-        return [torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*runs)]
+        def run(rows: torch.Tensor) -> list[np.ndarray]:
+            return self.session.run(outputs, {INPUT: np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)})
+
+        if not self.batch_of_one:
+            return [torch.from_numpy(a) for a in run(images)]
+        return [torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*map(run, images.split(1)))]
 
     def _checked_head(self, spec: ModelSpec) -> nn.Module:
         """``spec``'s head above the layer, checked against the .onnx on one probe image."""

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from onnx import helper
 from torch import nn
 
@@ -33,22 +32,13 @@ ELEMENT_FLOAT = onnx.TensorProto.FLOAT
 
 
 class OnnxModel(nn.Module):
-    """The rewritten graph (``serialized``) and its target tensor; calling it runs the logits on
-    a CPU session of its own, made on first use (the backend opens the serving session)."""
+    """The rewritten graph (``serialized``) and its target tensor. Not callable: the ONNX
+    Runtime backend opens the one session that runs it."""
 
-    def __init__(self, serialized: bytes, layer: str, batch_of_one: bool) -> None:
+    def __init__(self, serialized: bytes, layer: str) -> None:
         super().__init__()
         self.serialized = serialized
         self.layer = layer
-        self.batch_of_one = batch_of_one  # the exporter fixed the batch to 1: images run one at a time
-        self._session: ort.InferenceSession | None = None
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._session is None:
-            self._session = ort.InferenceSession(self.serialized, providers=["CPUExecutionProvider"])
-        rows = images.split(1) if self.batch_of_one else [images]
-        feed = [np.ascontiguousarray(r.detach().cpu().numpy(), dtype=np.float32) for r in rows]
-        return torch.cat([torch.from_numpy(self._session.run([LOGITS], {INPUT: f})[0]) for f in feed])
 
 
 def load_onnx(
@@ -79,7 +69,7 @@ def load_onnx(
     rewritten = _rewrite(model, source_input, logits, layer_name, name)
     return ModelSpec(
         name=name,
-        module=OnnxModel(rewritten.SerializeToString(), layer_name, batch_of_one=shape[0] == 1),
+        module=OnnxModel(rewritten.SerializeToString(), layer_name),
         view=rules.view(),
         normalize=rules.normalize,
         input_size=(rules.crop, rules.crop),

@@ -80,7 +80,8 @@ class Budget:
     def cheaper(self, has_channels: bool) -> list[str]:
         options = []
         if has_channels:
-            affordable = int(self.seconds / self.calibration.forward_s) - 1
+            # N channels cost N + 2 passes: the shared forward, and the target ranking's pass with a graph
+            affordable = int(self.seconds / self.calibration.forward_s) - 2
             if affordable >= 1:
                 options.append(f"channels: {_round_down(affordable)} (fast Score-CAM)")
         if self.heavy_model:
