@@ -24,11 +24,14 @@ from kserve_helpers import native_server
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from serving_helpers import ROOT
 from whyserve import Explainer, ExplainRequest
 from whyserve.backends import open_backend
-from whyserve.errors import ModelLoadError
+from whyserve.errors import InvalidOption, ModelLoadError
+from whyserve.methods.fgvis_defense import RecordActivations
+from whyserve.models.huggingface_source import preprocess_of
 from whyserve.models.sources import load_source
 from whyserve.models.user_files import Preprocess, read_class_names
 from whyserve.photos import photo_path
@@ -75,16 +78,38 @@ def user_files(tmp_path_factory) -> Path:
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), folder / "resnet18_head.pth")
     torch.save(timm.create_model("vit_small_patch16_224", num_classes=10).state_dict(), folder / "vit.pth")
     torch.save(timm.create_model("convnext_atto", num_classes=4).state_dict(), folder / "convnext.pth")
+    save_huggingface_vit(folder / "hf_vit")
     return folder
 
 
+HF_LABELS = [f"hf {i}" for i in range(10)]
+HF_LAYER = "vit.layers.3.layernorm_before"  # the last block's first norm, as for timm's ViT
+
+
+def save_huggingface_vit(folder: Path) -> None:
+    """A transformers ViT from a config written here (small, for speed), as save_pretrained
+    writes it, with its image processor's config."""
+    config = ViTConfig(
+        hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768,
+        id2label=dict(enumerate(HF_LABELS)), label2id={name: i for i, name in enumerate(HF_LABELS)},
+    )  # fmt: skip
+    ViTForImageClassification(config).eval().save_pretrained(folder)
+    ViTImageProcessor().save_pretrained(folder)
+
+
 def export_elsewhere(model: torch.nn.Module, folder: Path) -> None:
-    """The ResNet-50 as its user's own exporters write it: TorchScript (traced), and ONNX with
-    their own input name, once with a dynamic batch and once fixed to one image."""
+    """The ResNet-50 as its user's own exporters write it: TorchScript (traced), torch.export
+    (a dynamic batch, and a fixed one), and ONNX with their own input name, once with a dynamic
+    batch and once fixed to one image."""
     example = torch.zeros(1, 3, 224, 224)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporters' deprecation notices
         torch.jit.save(torch.jit.trace(model, example), folder / "resnet50_ft_ts.pt")
+        batch = ({0: torch.export.Dim("batch")},)
+        torch.export.save(
+            torch.export.export(model, (example.expand(2, -1, -1, -1),), dynamic_shapes=batch), folder / "resnet50.pt2"
+        )
+        torch.export.save(torch.export.export(model, (example,)), folder / "resnet50_fixed.pt2")
         for name, dynamic in (("resnet50_ft.onnx", {"pixel_values": {0: "batch"}}), ("resnet50_fixed.onnx", None)):
             torch.onnx.export(model, (example,), folder / name, dynamo=False, input_names=["pixel_values"], dynamic_axes=dynamic)
 
@@ -112,6 +137,10 @@ def store(user_files, tmp_path_factory) -> Path:
                 user_files / "index_to_name.json", "--name", "resnet50_ts", "--out", out),
         archive("--source", "onnx", "--weights", user_files / "resnet50_ft.onnx", "--classes",
                 user_files / "index_to_name.json", "--name", "resnet50_onnx", "--out", out),
+        archive("--source", "export", "--weights", user_files / "resnet50.pt2", "--classes",
+                user_files / "index_to_name.json", "--name", "resnet50_export", "--out", out),
+        archive("--source", "huggingface", "--weights", user_files / "hf_vit", "--layer", HF_LAYER, "--name", "hf_vit",
+                "--out", out),
     ]  # fmt: skip
     for done in built:
         assert done.returncode == 0, done.stderr
@@ -120,7 +149,8 @@ def store(user_files, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    models = ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext", "resnet50_ts", "resnet50_onnx"]
+    models = ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext", "resnet50_ts", "resnet50_onnx", "resnet50_export"]
+    models.append("hf_vit")
     served = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("ts"))
     try:
         served.wait_ready(timeout=300)
@@ -167,6 +197,8 @@ def photo_tensor(store: Path, name: str, tmp_path: Path, photo: str) -> torch.Te
         ("vit", {f"part {i}" for i in range(10)}, "blocks.11.norm1"),  # patch tokens as a 14x14 map
         ("convnext", {"0", "1", "2", "3"}, "norm_pre"),  # found: the last map, timm's preprocessing
         ("resnet50_ts", {f"part {i}" for i in range(10)}, "layer4"),  # the weights read out of TorchScript
+        ("resnet50_export", {f"part {i}" for i in range(10)}, "layer4"),  # torch.export's program, unflattened
+        ("hf_vit", set(HF_LABELS), HF_LAYER),  # transformers: id2label, its processor's preprocessing
     ],
 )
 def test_user_models_are_served_with_their_own_classes_and_layer(server, model, labels, layer, method):
@@ -181,7 +213,7 @@ def test_user_models_are_served_with_their_own_classes_and_layer(server, model, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet50_ft", "vit", "resnet50_onnx"])
+@pytest.mark.parametrize("model", ["resnet50_ft", "vit", "resnet50_onnx", "resnet50_export", "hf_vit"])
 def test_served_scorecam_follows_the_budget_hint(server, model):
     """Score-CAM on ResNet-50 or a ViT may be over the 10 s budget at 64 channels here; the 422
     names what fits, and asking for that is answered."""
@@ -198,7 +230,7 @@ def test_served_scorecam_follows_the_budget_hint(server, model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet50_ft", "tiny_net", "vit"])
+@pytest.mark.parametrize("model", ["resnet50_ft", "tiny_net", "vit", "hf_vit"])
 def test_served_gradcam_values_equal_the_in_process_map(server, store, model, tmp_path):
     """What the worker serves is what the engine computes in-process on the same archive."""
     body = post(server, model, method="gradcam", target="1", outputs="values").json()
@@ -256,13 +288,23 @@ def test_gradcam_of_the_archived_vit_equals_pytorch_grad_cam_with_its_reshape_tr
 
 
 @pytest.mark.slow
-def test_the_torchscript_weights_give_the_eager_models_maps(store, tmp_path):
-    """A TorchScript file as the weights of its architecture: the same network, the same maps."""
-    x = torch.stack([photo_tensor(store, "resnet50_ft", tmp_path, n) for n in ("chelsea", "coffee")])
-    requests_ = [ExplainRequest("gradcam", 3), ExplainRequest("contrastive", 3, 8)]
+def test_gradcam_of_the_archived_huggingface_vit_equals_pytorch_grad_cam(store, tmp_path):
+    def reshape_transform(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:, :].reshape(tokens.size(0), 14, 14, tokens.size(2)).permute(0, 3, 1, 2)
+
+    assert_gradcam_parity(store, "hf_vit", tmp_path, lambda module: module.get_submodule(HF_LAYER), reshape_transform)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50_ts", "resnet50_export"])
+def test_torchscript_weights_and_torch_export_give_the_eager_models_maps(store, tmp_path, name):
+    """A TorchScript file as the weights of its architecture, and a torch.export program run
+    itself: the same network, the same maps."""
+    x = torch.stack([photo_tensor(store, "resnet50_ft", tmp_path, n) for n in ("chelsea", "coffee", "chelsea")])
+    requests_ = [ExplainRequest("gradcam", 3), ExplainRequest("contrastive", 3, 8), ExplainRequest("scorecam", 3, channels=8)]
     maps = []
-    for name in ("resnet50_ft", "resnet50_ts"):
-        spec, layer = in_process(store, name, tmp_path)
+    for archived in ("resnet50_ft", name):
+        spec, layer = in_process(store, archived, tmp_path)
         maps.append(np.stack([e.heatmap for e in Explainer(spec, layer=layer).explain(x, requests_).explanations]))
     assert np.abs(maps[0] - maps[1]).max() <= 1e-4 and maps[0].std() > 0.05
 
@@ -286,6 +328,17 @@ def test_scorecam_on_any_onnx_export_equals_the_eager_model(store, user_files, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "method, needs", [("bcos", "bcos needs a B-cos network"), ("vebi", "vebi needs the model's VEBI relevance file")]
+)
+def test_methods_a_user_model_lacks_are_refused_naming_what_they_need(server, method, needs):
+    answer = post(server, "resnet50_ft", method=method)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert needs in error["message"] and "gradcam" in error["valid"] and method not in error["valid"]
+
+
+@pytest.mark.slow
 def test_gradient_methods_on_an_onnx_file_are_refused_naming_what_works(server):
     answer = post(server, "resnet50_onnx", method="gradcam")
     assert answer.status_code == 400, answer.text
@@ -304,6 +357,16 @@ def test_onnx_files_that_cannot_be_explained_are_load_errors(user_files, tmp_pat
         load_source("x", "onnx", user_files / "resnet50_fixed.onnx", preprocess={"crop": 192})
     with pytest.raises(ModelLoadError, match="has 10 outputs, num_classes says 4"):
         load_source("x", "onnx", user_files / "resnet50_ft.onnx", num_classes=4)
+
+
+def test_an_onnx_vit_is_refused_rather_than_explained_on_its_patch_embedding(user_files, tmp_path):
+    """The graph's last spatial tensor is the patch embedding's convolution, under the transformer."""
+    vit = load_source("vit", "timm:vit_small_patch16_224", user_files / "vit.pth", num_classes=10).module
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(vit, (torch.zeros(1, 3, 224, 224),), tmp_path / "vit.onnx", dynamo=False)
+    with pytest.raises(ModelLoadError, match="is a token model .* patch embedding .*source timm:<arch>, huggingface or export"):
+        load_source("x", "onnx", tmp_path / "vit.onnx")
 
 
 def test_a_torchscript_module_is_refused_naming_the_fix(user_files, tmp_path):
@@ -330,7 +393,91 @@ def test_a_vit_without_a_named_layer_is_refused_naming_its_token_layers(user_fil
     assert "a token model" in done.stderr and "blocks.11.norm1" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "source, layer, found",
+    [
+        ("timm:swin_tiny_patch4_window7_224", None, "norm"),  # Swin's stages are (N, h, w, C): the final norm is found
+        ("timm:convnext_tiny", "stages.3.blocks.2.norm", "stages.3.blocks.2.norm"),  # a ConvNeXt block's own norm
+    ],
+)
+def test_channels_last_maps_equal_pytorch_grad_cam_with_a_permute(source, layer, found):
+    """timm's NHWC layers explained as (N, C, h, w), as pytorch-grad-cam's reshape_transform does."""
+    spec = load_source("m", source, num_classes=5, layer=layer, random_weights=True)
+    x = torch.stack([spec.preprocess(Image.open(photo_path(n))) for n in ("chelsea", "coffee")])
+    explainer = Explainer(spec)
+    assert explainer.backend.layer_name == found and explainer.backend.channels_last
+    ours = np.stack([e.heatmap for e in explainer.explain(x, [ExplainRequest("gradcam", t) for t in (1, 3)]).explanations])
+    peer_layer = spec.module.get_submodule(found)
+    cam = GradCAM(model=spec.module, target_layers=[peer_layer], reshape_transform=lambda t: t.permute(0, 3, 1, 2))
+    try:
+        peer = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in (1, 3)])
+    finally:
+        cam.activations_and_grads.release()
+    assert np.abs(ours - peer).max() <= 1e-4 and ours.std() > 0.05
+
+
+def test_fgvis_defense_gates_a_vits_gelus(user_files):
+    """FGVis's defense sees every activation call: a ViT's GELUs, one per block."""
+    spec = load_source("vit", "timm:vit_small_patch16_224", user_files / "vit.pth", num_classes=10)
+    with torch.no_grad(), RecordActivations() as record:
+        spec.module(torch.zeros(1, 3, 224, 224))
+    assert len(record.outputs) == 12 and record.outputs[0].shape == (1, 197, 1536)
+
+
+def test_a_named_layer_that_is_not_a_map_is_refused_at_load(user_files):
+    """Attention heads (N, heads, tokens, head_dim) pass a 4-D check; named, they are refused."""
+    spec = load_source("vit", "timm:vit_small_patch16_224", user_files / "vit.pth", num_classes=10, layer="blocks.11.attn.k_norm")
+    with pytest.raises(InvalidOption, match=r"outputs \(1, 6, 197, 64\), not a spatial map"):
+        Explainer(spec)
+
+
 # -- refused at archive time, with the fix named ------------------------------------------
+
+
+def test_a_torch_export_with_a_fixed_batch_is_refused_naming_dynamic_shapes(user_files, tmp_path):
+    done = archive("--source", "export", "--weights", user_files / "resnet50_fixed.pt2", "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "a forward of a (2, 3, 224, 224) batch fails" in done.stderr and 'torch.export.Dim("batch")' in done.stderr
+    done = archive("--source", "export", "--weights", user_files / "resnet50_ft.pth", "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2 and "resnet50_ft.pth is not a torch.export.save file" in done.stderr
+
+
+def test_a_huggingface_vit_without_a_named_layer_names_its_token_layers(user_files, tmp_path):
+    done = archive("--source", "huggingface", "--weights", user_files / "hf_vit", "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "a token model" in done.stderr and HF_LAYER in done.stderr
+    done = archive("--source", "huggingface", "--weights", tmp_path, "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2 and "no config.json" in done.stderr
+
+
+def test_huggingface_preprocessing_is_its_image_processors(user_files):
+    """The pixels the ViT sees are its ViTImageProcessor's (a stretch to 224x224, mean/std 0.5),
+    to one grey level of resampling rounding, on a photo that is not square."""
+    spec = load_source("hf", "huggingface", user_files / "hf_vit" / "model.safetensors")
+    photo = Image.open(photo_path("coffee"))
+    assert photo.size[0] != photo.size[1]
+    theirs = ViTImageProcessor.from_pretrained(user_files / "hf_vit")(photo, return_tensors="pt")["pixel_values"][0]
+    assert (spec.preprocess(photo) - theirs).abs().max().item() <= 2 / 255 / 0.5 + 1e-6
+    assert spec.class_names == tuple(HF_LABELS)
+
+
+@pytest.mark.parametrize(
+    "processor, expected",
+    [
+        ({"size": {"shortest_edge": 224}, "crop_pct": 0.875, "resample": 3},
+         {"resize": 256, "crop": 224, "interpolation": "bicubic"}),
+        ({"size": {"shortest_edge": 256}, "do_center_crop": True, "crop_size": {"height": 224, "width": 224}},
+         {"resize": 256, "crop": 224, "interpolation": "bilinear"}),
+        ({"size": {"height": 384, "width": 384}, "image_mean": [0.1, 0.2, 0.3]},
+         {"resize": 384, "crop": 384, "aspect": "stretch", "mean": [0.1, 0.2, 0.3]}),
+    ],
+)  # fmt: skip
+def test_image_processor_configs_become_whyserve_preprocessing(processor, expected):
+    """ConvNeXt's crop_pct, BEiT/DeiT's shortest edge and crop, ViT's stretch."""
+    rules = preprocess_of(processor)
+    assert {key: rules[key] for key in expected} == expected
+    with pytest.raises(ModelLoadError, match="set handler.preprocess resize and crop"):
+        preprocess_of({"size": {"height": 224, "width": 300}})
 
 
 def test_weights_of_another_architecture_are_a_one_line_error(user_files, tmp_path):
@@ -362,6 +509,7 @@ def test_no_weights_is_refused_unless_random_weights_is_asked_for(tmp_path):
         (("--source", "python:no_such_package.models:build"), "No module named 'no_such_package'"),
         (("--source", "model_file"), "the archive has no --model-file"),
         (("--source", "torchvision:resnet18", "--random-weights", "--layer", "layer9"), "no module named 'layer9'"),
+        (("--source", "timm:vit_small_patch16_224", "--random-weights", "--layer", "blocks.11.attn.k_norm"), "not a spatial map"),
         (("--source", "torchvision:resnet18", "--random-weights", "--crop", "300"), "crop 300 is larger than resize 256"),
     ],
 )

@@ -20,7 +20,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def find_target_layer(model: nn.Module, input_size: tuple[int, int]) -> str:
-    """The last module to produce a spatial feature map (N, C, h, w), h*w > 1.
+    """The last module to produce a spatial feature map (N, C, h, w) or (N, h, w, C), h*w > 1.
 
     A 4-D output is taken as spatial only when its (h, w) follow the input's size: the model is
     probed at ``input_size`` and 1.5 times larger, and (h, w) must grow in proportion (attention
@@ -36,8 +36,10 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int]) -> str:
         second = _output_shapes(model, larger_size(input_size))[0]
     except Exception:  # noqa: BLE001 - a fixed-size model (ViT position embeddings, a flattening head)
         second = None
-    spatial = {name for name, shape in first.items() if is_spatial_map(shape, second and second.get(name), input_size)}
-    tokens = [n for n in dict.fromkeys(order) if len(first[n]) == 3 and token_grid(first[n][1]) and calls[n] == 1]
+    # one image in, one map out: Swin's window partitions (windows, ...) are not the image's map
+    ours = {name: shape for name, shape in first.items() if shape and shape[0] == 1}
+    spatial = {name for name, shape in ours.items() if map_layout(shape, second and second.get(name), input_size)}
+    tokens = [n for n in dict.fromkeys(order) if n in ours and len(ours[n]) == 3 and token_grid(ours[n][1]) and calls[n] == 1]
     for index in range(len(order) - 1, -1, -1):
         name = order[index]
         if name in spatial and calls[name] == 1:
@@ -56,8 +58,10 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int]) -> str:
     raise InvalidOption("layer", "the model has no module with a spatial (N, C, h, w) output; name one")
 
 
-def _output_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[dict[str, tuple[int, ...]], Counter[str], list[str]]:
-    """Each module's output shape in one probe forward, how often it ran, and the order."""
+def _output_shapes(
+    model: nn.Module, size: tuple[int, int], only: str | None = None
+) -> tuple[dict[str, tuple[int, ...]], Counter[str], list[str]]:
+    """Each module's output shape in one probe forward (``only``: that module's), how often it ran, and the order."""
     order: list[str] = []
     calls: Counter[str] = Counter()
     shapes: dict[str, tuple[int, ...]] = {}
@@ -70,7 +74,7 @@ def _output_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[dict[str, t
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and only in (None, n)]
     try:
         with torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, 3, *size, device=_device(model)))
@@ -93,6 +97,42 @@ def is_spatial_map(shape: tuple[int, ...], larger: tuple[int, ...] | None, input
     # the map keeps its stride: one pixel of rounding from padding or odd sizes
     big_height, big_width = larger_size(input_size)
     return abs(larger[2] - h * big_height / height) <= 1 and abs(larger[3] - w * big_width / width) <= 1
+
+
+def map_layout(shape: tuple[int, ...], larger: tuple[int, ...] | None, input_size: tuple[int, int]) -> str | None:
+    """ "nchw" or "nhwc" (timm's Swin stages, ConvNeXt's block norms) when ``shape`` is a spatial map
+    in that layout (``is_spatial_map``), else None; a map that reads both ways is taken as NCHW."""
+    if is_spatial_map(shape, larger, input_size):
+        return "nchw"
+    if len(shape) == 4 and (larger is None or len(larger) == 4):
+        channels_first = (larger[0], larger[3], larger[1], larger[2]) if larger else None
+        if is_spatial_map((shape[0], shape[3], shape[1], shape[2]), channels_first, input_size):
+            return "nhwc"
+    return None
+
+
+def channels_last(model: nn.Module, name: str, input_size: tuple[int, int]) -> bool:
+    """Whether layer ``name`` gives its map as (N, h, w, C), from one probe at ``input_size``: the
+    layout whose (h, w) have one stride against the input. A 4-D output that is a map in neither
+    layout (attention heads (N, heads, tokens, head_dim)) is refused, naming the alternatives."""
+    shapes, _, _ = _output_shapes(model, input_size, only=name)
+    shape = shapes.get(name, ())
+    if len(shape) != 4:
+        return False  # tokens, or not a map: LayerCapture names it
+    height, width = input_size
+
+    def one_stride(h: int, w: int) -> bool:
+        return h * w > 1 and abs(height / h - width / w) <= 1
+
+    if one_stride(*shape[2:]):
+        return False
+    if one_stride(*shape[1:3]):
+        return True
+    raise InvalidOption(
+        "layer",
+        f"{name!r} outputs {shape}, not a spatial map (N, C, h, w) or (N, h, w, C) of the input",
+        _spatial_hint(dict(model.named_modules())),
+    )
 
 
 def larger_size(input_size: tuple[int, int]) -> tuple[int, int]:
@@ -127,9 +167,10 @@ class LayerCapture:
     ``no_grad`` restores the caller's grad mode on exit.
     """
 
-    def __init__(self, layer: nn.Module, name: str, graph: bool) -> None:
+    def __init__(self, layer: nn.Module, name: str, graph: bool, channels_last: bool = False) -> None:
         self.name = name
         self.graph = graph
+        self.channels_last = channels_last
         self.activations: torch.Tensor | None = None
         self._handle = layer.register_forward_hook(self._hook)
 
@@ -141,6 +182,8 @@ class LayerCapture:
             return self._tokens(output, *grid)
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
             raise InvalidOption("layer", f"{self.name!r} does not output an (N, C, h, w) feature map or (N, tokens, C) tokens")
+        if self.channels_last:
+            return self._channels_last(output)
         if not self.graph:
             self.activations = output
             return None
@@ -160,6 +203,16 @@ class LayerCapture:
         torch.set_grad_enabled(True)
         self.activations = patches.detach().requires_grad_(True)
         return torch.cat([tokens[:, :prefix].detach(), self.activations.flatten(2).transpose(1, 2)], dim=1)
+
+    def _channels_last(self, output: torch.Tensor) -> torch.Tensor | None:
+        """An (N, h, w, C) map explained as (N, C, h, w), as pytorch-grad-cam's Swin
+        ``reshape_transform`` does; the model goes on from the same values in its own layout."""
+        if not self.graph:
+            self.activations = output.permute(0, 3, 1, 2)
+            return None
+        torch.set_grad_enabled(True)
+        self.activations = output.permute(0, 3, 1, 2).detach().requires_grad_(True)
+        return self.activations.permute(0, 2, 3, 1).clone()  # a clone: see _hook
 
     def remove(self) -> None:
         self._handle.remove()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-from whyserve.layers import LayerCapture, eval_mode, find_target_layer, get_layer
+from whyserve.layers import LayerCapture, channels_last, eval_mode, find_target_layer, get_layer
 from whyserve.methods.base import Method
 from whyserve.models import ModelSpec
 
@@ -23,6 +23,7 @@ class TorchBackend:
         self.model = spec.module
         self.layer_name = layer or spec.target_layer or find_target_layer(self.model, spec.input_size)
         self.layer = get_layer(self.model, self.layer_name)
+        self.channels_last = channels_last(self.model, self.layer_name, spec.input_size)
 
     @property
     def device(self) -> torch.device:
@@ -45,7 +46,7 @@ class TorchBackend:
             yield
 
     def forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        capture = LayerCapture(self.layer, self.layer_name, graph=graph)
+        capture = LayerCapture(self.layer, self.layer_name, graph=graph, channels_last=self.channels_last)
         try:
             output = self.model(images.clone() if images.is_inference() else images)
         finally:

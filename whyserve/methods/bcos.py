@@ -108,6 +108,10 @@ class Bcos(Method):
     def supports(self, spec: ModelSpec) -> bool:
         return spec.bcos_input is not None
 
+    def requirement(self) -> str:
+        # B-cos maps are exact only for a network built of B-cos layers; on any other they would be a gradient x input
+        return "bcos needs a B-cos network (the bcos package's layers, as flowers_bcos); gradcam or contrastive explain any other"
+
     def cost(self, request: object, layer_channels: int, chunk: int) -> float:
         return 2.0  # one forward in explanation mode and one backward to the input
 

@@ -22,7 +22,7 @@ from onnx import helper
 from torch import nn
 
 from whyserve.errors import ModelLoadError
-from whyserve.layers import is_spatial_map, larger_size
+from whyserve.layers import is_spatial_map, larger_size, token_grid
 from whyserve.models import ModelSpec
 from whyserve.models.user_files import Preprocess, read_class_names
 
@@ -114,6 +114,13 @@ def _probe(
         if not spatial:
             raise ModelLoadError(f"source onnx: {file} has no spatial (N, C, h, w) tensor to explain")
         layer = spatial[-1]
+        above = order[order.index(layer) + 1 :]
+        if any(len(first.get(t, ())) == 3 and first[t][0] == 1 and token_grid(first[t][1]) for t in above):
+            raise ModelLoadError(
+                f"source onnx: {file} is a token model (a ViT): its last map {layer!r} is the patch embedding under the "
+                "transformer, not a map to explain, and an ONNX graph's tokens are not explained; serve the PyTorch model "
+                "(source timm:<arch>, huggingface or export) with a token layer"
+            )
     elif layer not in spatial:
         raise ModelLoadError(
             f"source onnx: layer {layer!r} is not a spatial (N, C, h, w) tensor of {file}; the last ones are {spatial[-3:]}"

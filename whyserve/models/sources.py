@@ -12,6 +12,11 @@ Sources (``handler.source``):
   ``num_classes`` when set), then the state dict;
 - ``model_file``: TorchServe's own convention, the archive's ``--model-file`` (a .py defining
   exactly one ``nn.Module`` subclass, built without arguments) plus ``--serialized-file``;
+- ``export``: a ``torch.export`` program (``torch.export.save``'s .pt2) as the weights, its
+  module hierarchy rebuilt by ``torch.export.unflatten`` so that layers keep their names and
+  every method runs on it; exported with a dynamic batch dimension;
+- ``huggingface``: a ``transformers`` image classifier's ``save_pretrained`` folder
+  (``whyserve.models.huggingface_source``: ``id2label`` and the image processor's config);
 - ``onnx``: an .onnx from any exporter as the weights, served on ONNX Runtime
   (``whyserve.models.onnx_source``: predictions and Score-CAM).
 
@@ -43,12 +48,21 @@ from whyserve.models.user_files import INTERPOLATIONS, Preprocess, read_class_na
 
 logger = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("torchvision:<architecture>", "timm:<architecture>", "python:<package.module>:<factory>", "model_file", "onnx")
+SOURCE_KINDS = (
+    "torchvision:<architecture>",
+    "timm:<architecture>",
+    "python:<package.module>:<factory>",
+    "model_file",
+    "export",
+    "huggingface",
+    "onnx",
+)
 TORCHSCRIPT = (
     "TorchScript runs no forward hooks on its layers, so no method can read a target layer; name the "
     "architecture and give the TorchScript file as the weights (its state dict is read out of it), e.g. "
-    "--source torchvision:resnet50 --weights model.pt, or export it to ONNX (source onnx) for Score-CAM"
+    "--source torchvision:resnet50 --weights model.pt, or torch.export it (source export)"
 )
+DYNAMIC_BATCH = 'export with a dynamic batch: dynamic_shapes=({0: torch.export.Dim("batch")},)'
 
 
 def _from_model_file(path: str | Path) -> nn.Module:
@@ -96,6 +110,18 @@ def timm_preprocess(module: nn.Module) -> dict[str, object]:
     interpolation = config["interpolation"] if config["interpolation"] in INTERPOLATIONS else "bilinear"
     return {"resize": int(crop / config["crop_pct"]), "crop": crop, "interpolation": interpolation,
             "mean": list(config["mean"]), "std": list(config["std"])}  # fmt: skip
+
+
+def load_exported(path: str | Path | None) -> nn.Module:
+    """A ``torch.export.save`` file as an eager module with its layers' names (``unflatten``)."""
+    if path is None:
+        raise ModelLoadError("source export: give the .pt2 torch.export.save wrote as the weights")
+    try:
+        program = torch.export.load(path)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
+        name = Path(path).name
+        raise ModelLoadError(f"source export: {name} is not a torch.export.save file ({type(error).__name__})") from None
+    return torch.export.unflatten(program)
 
 
 def build_module(source: str, num_classes: int | None = None, model_file: str | Path | None = None) -> nn.Module:
@@ -147,20 +173,22 @@ def load_source(
     class_names = read_class_names(classes) if classes else None
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ModelLoadError(f"{Path(classes).name} names {len(class_names)} classes, num_classes is {num_classes}")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # random_weights: the same network in every worker
-        module = build_module(source, num_classes or (len(class_names) if class_names else None), model_file)
-    defaults = timm_preprocess(module) if source.startswith("timm:") else {}
-    rules = Preprocess.from_dict({**defaults, **(preprocess or {})})
-    if weights is not None:
-        load_state_dict_file(module, weights)
-    elif not random_weights:
-        raise ModelLoadError(
-            f"model {name}: no weights; give the state dict (torch-model-archiver --serialized-file, "
-            "or handler.weights), or set handler.random_weights: true to serve a random network on purpose"
-        )
+    defaults: dict[str, object] = {}
+    if source == "export":
+        module = load_exported(weights)
+    elif source == "huggingface":
+        from whyserve.models.huggingface_source import load_huggingface  # transformers: an optional extra
+
+        module, own_names, defaults = load_huggingface(weights, sized={"resize", "crop"} <= set(preprocess or {}))
+        class_names = class_names or own_names
     else:
-        logger.warning("whyserve: model %s serves RANDOM weights (handler.random_weights: true)", name)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # random_weights: the same network in every worker
+            module = build_module(source, num_classes or (len(class_names) if class_names else None), model_file)
+        defaults = timm_preprocess(module) if source.startswith("timm:") else {}
+    rules = Preprocess.from_dict({**defaults, **(preprocess or {})})
+    if source not in ("export", "huggingface"):  # theirs: the weights file is the model itself
+        _load_weights(name, module, weights, random_weights)
     module.eval()
     outputs = _count_outputs(name, module, rules.crop)
     if class_names is not None and outputs != len(class_names):
@@ -176,10 +204,27 @@ def load_source(
     )
 
 
+def _load_weights(name: str, module: nn.Module, weights: str | Path | None, random_weights: bool) -> None:
+    if weights is not None:
+        load_state_dict_file(module, weights)
+    elif not random_weights:
+        raise ModelLoadError(
+            f"model {name}: no weights; give the state dict (torch-model-archiver --serialized-file, "
+            "or handler.weights), or set handler.random_weights: true to serve a random network on purpose"
+        )
+    else:
+        logger.warning("whyserve: model %s serves RANDOM weights (handler.random_weights: true)", name)
+
+
 def _count_outputs(name: str, module: nn.Module, crop: int) -> int:
-    """One forward at load: a classifier gives (N, classes) logits."""
-    with torch.no_grad():
-        output = module(torch.zeros(1, 3, crop, crop))
+    """One forward of a batch of two at load: a classifier gives (N, classes) logits."""
+    try:
+        with torch.no_grad():
+            output = module(torch.zeros(2, 3, crop, crop))
+    except Exception as error:  # noqa: BLE001 - the model's own failure, named at load rather than per request
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = f"; {DYNAMIC_BATCH}" if "dynamic" in first else ""
+        raise ModelLoadError(f"model {name}: a forward of a (2, 3, {crop}, {crop}) batch fails: {first}{hint}") from None
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         kind = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
         raise ModelLoadError(f"model {name}: forward returns {kind}; whyserve needs (N, classes) logits")

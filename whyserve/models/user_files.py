@@ -23,16 +23,19 @@ INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
     "bicubic": v2.InterpolationMode.BICUBIC,
 }
+ASPECTS = ("keep", "stretch")
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """Shorter side to ``resize``, a centred ``crop`` square, then (x - mean) / std on [0, 1]
-    RGB: torchvision's and timm's ImageNet convention, the defaults."""
+    RGB: torchvision's and timm's ImageNet convention, the defaults. ``aspect: stretch`` resizes
+    both sides to ``resize`` instead (Hugging Face's ViT processor)."""
 
     resize: int = 256
     crop: int = 224
     interpolation: str = "bilinear"
+    aspect: str = "keep"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -48,6 +51,8 @@ class Preprocess:
                 raise ModelLoadError(f"preprocess.{key}: {values[key]!r} is not a positive integer (pixels)")
         if values.get("interpolation", "bilinear") not in INTERPOLATIONS:
             raise ModelLoadError(f"preprocess.interpolation: {values['interpolation']!r}; known: {sorted(INTERPOLATIONS)}")
+        if values.get("aspect", "keep") not in ASPECTS:
+            raise ModelLoadError(f"preprocess.aspect: {values['aspect']!r}; known: {list(ASPECTS)}")
         for key in ("mean", "std"):
             if key in values:
                 triple = values[key]
@@ -62,7 +67,8 @@ class Preprocess:
         return preprocess
 
     def view(self) -> v2.Compose:
-        return v2.Compose([v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation]), v2.CenterCrop(self.crop)])
+        size = self.resize if self.aspect == "keep" else (self.resize, self.resize)
+        return v2.Compose([v2.Resize(size, interpolation=INTERPOLATIONS[self.interpolation]), v2.CenterCrop(self.crop)])
 
     def normalize(self, view: Image.Image) -> torch.Tensor:
         return TF.normalize(TF.to_dtype(TF.pil_to_tensor(view), torch.float32, scale=True), list(self.mean), list(self.std))

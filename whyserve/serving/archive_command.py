@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from whyserve.layers import find_target_layer, get_layer
+from whyserve.layers import channels_last, find_target_layer, get_layer
+from whyserve.models.huggingface_source import model_folder
 from whyserve.models.sources import SOURCE_KINDS, load_source
 from whyserve.serving.archive import build_archive
 
@@ -22,6 +23,9 @@ EPILOG = """examples:
       --name my_vit --out model_store/
   whyserve archive --source model_file --model-file my_net.py --weights my_net.pth --name my_net --out model_store/
   whyserve archive --source python:my_package.models:build --weights w.pth --num-classes 10 --name mine --out model_store/
+  whyserve archive --source export --weights resnet50.pt2 --classes index_to_name.json --name my_export --out model_store/
+  whyserve archive --source huggingface --weights my_vit/ --layer vit.layers.11.layernorm_before --name my_hf_vit \
+      --out model_store/
   whyserve archive --source onnx --weights resnet50.onnx --classes labels.txt --name my_onnx --out model_store/
 then: torchserve --start --ncs --model-store model_store --models my_resnet=my_resnet.mar"""
 
@@ -38,7 +42,8 @@ def add_parser(commands) -> None:
     archive.add_argument(
         "--weights",
         type=Path,
-        help="the state dict (torch.save(model.state_dict(), ...)), a TorchScript file (its state dict), or source onnx's .onnx",
+        help="the state dict (torch.save(model.state_dict(), ...)), a TorchScript file (its state dict), source export's "
+        ".pt2, source huggingface's save_pretrained folder, or source onnx's .onnx",
     )
     archive.add_argument("--model-file", type=Path, help="source model_file: a .py defining one nn.Module subclass")
     archive.add_argument("--classes", type=Path, help="index_to_name.json ({'0': 'cat'} or {'0': ['id', 'cat']}) or labels.txt")
@@ -51,6 +56,7 @@ def add_parser(commands) -> None:
     archive.add_argument("--resize", type=int, help=f"shorter side in pixels before the crop ({defaults} 256)")
     archive.add_argument("--crop", type=int, help=f"centred square crop in pixels ({defaults} 224)")
     archive.add_argument("--interpolation", help=f"nearest, bilinear or bicubic ({defaults} bilinear)")
+    archive.add_argument("--aspect", choices=("keep", "stretch"), help="stretch: resize both sides (default: keep)")
     archive.add_argument("--mean", type=float, nargs=3, help=f"normalisation mean, R G B ({defaults} ImageNet's)")
     archive.add_argument("--std", type=float, nargs=3, help=f"normalisation std, R G B ({defaults} ImageNet's)")
     archive.add_argument("--random-weights", action="store_true", help="no --weights on purpose: a random network (tests)")
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     handler["layer"] = spec.target_layer or find_target_layer(spec.module, spec.input_size)
     if args.source != "onnx":
         get_layer(spec.module, handler["layer"])
+        channels_last(spec.module, handler["layer"], spec.input_size)  # refuses a named output that is no map
     config = {
         "minWorkers": args.workers,
         "maxWorkers": args.workers,
@@ -90,24 +97,22 @@ def run(args: argparse.Namespace) -> int:
         "responseTimeout": 300,
         "handler": handler,
     }
+    serialized, extras = args.weights, [args.classes] if args.classes else []
+    if args.source == "huggingface":  # the folder's files lie flat in the archive, the weights beside their config
+        folder = model_folder(args.weights)
+        serialized = folder / "model.safetensors"
+        extras += [folder / name for name in ("config.json", "preprocessor_config.json") if (folder / name).is_file()]
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "model-config.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        mar = build_archive(
-            args.name,
-            config_file,
-            args.out,
-            serialized=args.weights,
-            model_file=args.model_file,
-            extras=[args.classes] if args.classes else [],
-        )
+        mar = build_archive(args.name, config_file, args.out, serialized=serialized, model_file=args.model_file, extras=extras)
     print(f"built {mar}: {len(spec.class_names or ())} classes, layer {handler['layer']}")
     return 0
 
 
 def handler_section(args: argparse.Namespace) -> dict:
     """model-config.yaml's ``handler:`` for these arguments (files by their names in the archive)."""
-    given = {key: getattr(args, key) for key in ("resize", "crop", "interpolation", "mean", "std")}
+    given = {key: getattr(args, key) for key in ("resize", "crop", "interpolation", "aspect", "mean", "std")}
     preprocess = {key: list(value) if isinstance(value, list) else value for key, value in given.items() if value is not None}
     handler: dict = {
         "source": args.source,
