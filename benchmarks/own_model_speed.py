@@ -3,10 +3,10 @@ run, on a torchvision ResNet-50, a timm ViT-S/16 and a timm Swin-T (random weigh
 ``whyserve archive`` loads them), and fast Score-CAM (64 channels) on the ViT.
 
 Prints a markdown table. Rows are measured in interleaved rounds (median of the rounds), so a
-busy neighbour slows every row alike and the ratios stay meaningful. ``--device cuda`` runs
-it on a GPU (CUDA events are not needed: every row ends in a host copy of its result).
+busy neighbour slows every row alike and the ratios stay meaningful. CPU only: whyserve's
+PyTorch backend does not place models on a GPU yet.
 
-    .venv/bin/python benchmarks/own_model_speed.py [--rounds 15] [--device cpu]
+    .venv/bin/python benchmarks/own_model_speed.py [--rounds 15]
 """
 
 from __future__ import annotations
@@ -35,16 +35,15 @@ MODELS = {  # source, layer (None: found), the peer's reshape_transform
 }
 
 
-def rows_of(title: str, device: str) -> dict[str, object]:
+def rows_of(title: str) -> dict[str, object]:
     source, layer, reshape = MODELS[title]
     spec = load_source(title, source, num_classes=10, layer=layer, random_weights=True)
-    spec.module.to(device)
     explainer = Explainer(spec)
-    x = spec.preprocess(Image.open(photo_path("chelsea")))[None].to(device)
+    x = spec.preprocess(Image.open(photo_path("chelsea")))[None]
     peer_layer = spec.module.get_submodule(explainer.backend.layer_name)
     peer = GradCAM(model=spec.module, target_layers=[peer_layer], reshape_transform=reshape)
     rows = {
-        "plain forward (inference_mode)": lambda: explainer.predict(x).cpu(),
+        "plain forward (inference_mode)": lambda: explainer.predict(x),
         "prediction + Grad-CAM": lambda: explainer.explain(x, [ExplainRequest("gradcam")]),
         "pytorch-grad-cam GradCAM": lambda: peer(input_tensor=x, targets=[ClassifierOutputTarget(3)]),
     }
@@ -57,14 +56,13 @@ def rows_of(title: str, device: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     threads = torch.get_num_threads()
-    print(f"1 image of 224 px, random weights, {args.device} ({threads} threads), median of {args.rounds} rounds\n")
+    print(f"1 image of 224 px, random weights, CPU ({threads} threads), median of {args.rounds} rounds\n")
     print("| model | what | ms / image | x plain forward |")
     print("|---|---|---:|---:|")
     for title in MODELS:
-        seconds = interleaved_medians(rows_of(title, args.device), args.rounds)
+        seconds = interleaved_medians(rows_of(title), args.rounds)
         base = seconds["plain forward (inference_mode)"]
         for name, s in seconds.items():
             print(f"| {title} | {name} | {s * 1e3:,.1f} | {s / base:.2f} |", flush=True)

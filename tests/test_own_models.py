@@ -226,7 +226,11 @@ def test_served_scorecam_follows_the_budget_hint(server, model):
     channels = hint.split(":")[1].split()[0]
     answer = post(server, model, method="scorecam", channels=channels)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["explanation"]["method"] == "scorecam"
+    explanation = answer.json()["explanation"]
+    assert explanation["method"] == "scorecam"
+    # a bare .onnx has no gradient for the default target ranking: the reply says it ranked by spread
+    assert explanation["details"]["ranking"] == ("spread" if model == "resnet50_onnx" else "target")
+    assert ("ranking_fallback" in explanation["details"]) == (model == "resnet50_onnx")
 
 
 @pytest.mark.slow

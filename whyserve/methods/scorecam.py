@@ -101,7 +101,7 @@ class ScoreCAM(Method):
         return float(channels) + (request.options.ranking == "target")  # its pass with a graph above the layer
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
-        cams, timings, authors = [], [], {}
+        cams, timings, authors, details = [], [], {}, []
         for i, target, request in zip(batch.rows, batch.targets, batch.requests):
             start = time.perf_counter()
             options = request.options
@@ -109,6 +109,10 @@ class ScoreCAM(Method):
             fast = options.channels is not None and options.channels < activations.shape[0]
             ranked = fast and options.ranking == "target"
             priority = target_priority(batch.backend, batch.images[i], target, options.weighting) if ranked else None
+            # which N were scored; a backend without a gradient (a bare .onnx) ranks by spread, said so
+            details.append({"ranking": "target" if priority is not None else "spread"} if fast else {})
+            if ranked and priority is None:
+                details[-1]["ranking_fallback"] = "the target ranking needs a gradient above the layer, which this model lacks"
             weights = scorecam_weights(
                 batch.backend.masked_forward,
                 batch.images[i],
@@ -124,6 +128,8 @@ class ScoreCAM(Method):
                 authors[len(cams) - 1] = authors_map(weights, activations, tuple(batch.images.shape[-2:]))
             timings.append((time.perf_counter() - start) * 1e3)
         explanations = cam_explanations(batch, torch.stack(cams), timings)
+        for explanation, facts in zip(explanations, details):
+            explanation.details = facts
         for k, (layer_map, heatmap) in authors.items():
             explanations[k].layer_heatmap, explanations[k].heatmap = layer_map.cpu().numpy(), heatmap.cpu().numpy()
         return explanations
