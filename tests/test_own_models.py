@@ -29,6 +29,7 @@ from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from serving_helpers import ROOT
 from whyserve import Explainer, ExplainRequest
 from whyserve.backends import open_backend
+from whyserve.data.flowers import generate
 from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.methods.fgvis_defense import RecordActivations
 from whyserve.models.huggingface_source import preprocess_of
@@ -36,7 +37,9 @@ from whyserve.models.sources import load_source
 from whyserve.models.user_files import Preprocess, read_class_names
 from whyserve.photos import photo_path
 from whyserve.serving import launcher
-from whyserve.serving.archive import settings_from_archive, unpack
+from whyserve.serving.archive import unpack
+from whyserve.serving.service import archived_spec
+from whyserve.vebi.features import conv_layers
 
 WHYSERVE = [sys.executable, "-m", "whyserve"]
 TINY_NET = """
@@ -144,13 +147,34 @@ def store(user_files, tmp_path_factory) -> Path:
     ]  # fmt: skip
     for done in built:
         assert done.returncode == 0, done.stderr
+    fit_vebi(user_files, out)
     return out
+
+
+def fit_vebi(user_files: Path, out: Path) -> None:
+    """VEBI on a user's model: fitted on a folder of labelled images (one sub-folder per class),
+    the relevance file then archived beside the model."""
+    folder = user_files / "train"
+    for k, flower in enumerate(generate(24, 5, labels=[i % 3 for i in range(24)])):
+        (folder / TINY_LABELS[flower.label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(flower.image).save(folder / TINY_LABELS[flower.label] / f"{k}.png")
+    relevance = user_files / "tiny_net.vebi.json"
+    done = subprocess.run(
+        [*WHYSERVE, "vebi-fit", "--archive", str(out / "tiny_net.mar"), "--image-folder", str(folder), "--out", str(relevance),
+         "--iterations", "500"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "tiny_net: 24 images" in done.stdout
+    done = archive("--source", "model_file", "--model-file", user_files / "tiny_net.py", "--weights", user_files / "tiny_net.pth",
+                   "--classes", user_files / "labels.txt", "--resize", "72", "--crop", "64", "--vebi-relevance", relevance,
+                   "--name", "tiny_net_vebi", "--out", out)  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
     models = ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext", "resnet50_ts", "resnet50_onnx", "resnet50_export"]
-    models.append("hf_vit")
+    models += ["hf_vit", "tiny_net_vebi"]
     served = launcher.start(store, models, ROOT / "configs" / "local.properties", tmp_path_factory.mktemp("ts"))
     try:
         served.wait_ready(timeout=300)
@@ -170,13 +194,8 @@ def post(server, model: str, **headers: str) -> requests.Response:
 
 def in_process(store: Path, name: str, tmp_path: Path):
     """The archive unpacked and loaded as a worker loads it: its spec and its layer."""
-    config, manifest = unpack(store / f"{name}.mar", tmp_path / name)
-    settings = settings_from_archive(config["handler"], tmp_path / name, manifest)
-    spec = load_source(
-        name, settings["source"], settings["weights"], num_classes=settings.get("num_classes"), classes=settings.get("classes"),
-        preprocess=settings["preprocess"], model_file=settings.get("model_file"), layer=settings["layer"],
-    )  # fmt: skip
-    return spec, settings["layer"]
+    spec = archived_spec(store / f"{name}.mar", tmp_path / name)
+    return spec, spec.target_layer
 
 
 def photo_tensor(store: Path, name: str, tmp_path: Path, photo: str) -> torch.Tensor:
@@ -213,7 +232,10 @@ def test_user_models_are_served_with_their_own_classes_and_layer(server, model, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet50_ft", "vit", "resnet50_onnx", "resnet50_export", "hf_vit"])
+@pytest.mark.parametrize(
+    "model",
+    ["resnet50_ft", "tiny_net", "resnet18_head", "vit", "convnext", "resnet50_ts", "resnet50_onnx", "resnet50_export", "hf_vit"],
+)
 def test_served_scorecam_follows_the_budget_hint(server, model):
     """Score-CAM on ResNet-50 or a ViT may be over the 10 s budget at 64 channels here; the 422
     names what fits, and asking for that is answered."""
@@ -228,6 +250,9 @@ def test_served_scorecam_follows_the_budget_hint(server, model):
     assert answer.status_code == 200, answer.text
     explanation = answer.json()["explanation"]
     assert explanation["method"] == "scorecam"
+    if model == "tiny_net":  # 32 channels: 64 asked is every channel, the exact method, nothing ranked
+        assert "details" not in explanation
+        return
     # a bare .onnx has no gradient for the default target ranking: the reply says it ranked by spread
     assert explanation["details"]["ranking"] == ("spread" if model == "resnet50_onnx" else "target")
     assert ("ranking_fallback" in explanation["details"]) == (model == "resnet50_onnx")
@@ -340,6 +365,25 @@ def test_methods_a_user_model_lacks_are_refused_naming_what_they_need(server, me
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert needs in error["message"] and "gradcam" in error["valid"] and method not in error["valid"]
+
+
+@pytest.mark.slow
+def test_vebi_fitted_on_a_users_images_is_served(server, store, tmp_path):
+    """Its features are the model's own layers (each conv read after its ReLU), as in-process."""
+    body = post(server, "tiny_net_vebi", method="vebi", target="rose").json()
+    features = body["explanation"]["features"]
+    assert body["explanation"]["method"] == "vebi" and features, body
+    assert {f["layer"] for f in features} <= {"features.1", "features.4"}
+    spec, _ = in_process(store, "tiny_net_vebi", tmp_path)
+    x = spec.preprocess(Image.open(photo_path("chelsea")))[None]
+    ours = Explainer(spec).explain(x, [ExplainRequest("vebi", 1)]).explanations[0].features
+    assert [(f["layer"], f["channel"]) for f in features] == [(f["layer"], f["channel"]) for f in ours]
+
+
+def test_vebi_fit_reads_resnet_layers_that_run_once():
+    """torchvision's ResNet calls one relu module three times per block: its convs are read as is."""
+    layers = conv_layers(torchvision.models.resnet18(num_classes=3).eval(), (64, 64))
+    assert "layer1.0.conv1" in layers and "layer1.0.relu" not in layers and layers[0] == "relu"
 
 
 @pytest.mark.slow

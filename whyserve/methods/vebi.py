@@ -119,7 +119,8 @@ class Vebi(Method):
         return spec.vebi_relevance is not None
 
     def requirement(self) -> str:
-        return f"vebi needs the model's VEBI relevance file; models with one: {', '.join(models_with_relevance())}"
+        shipped = ", ".join(models_with_relevance())
+        return f"vebi needs the model's VEBI relevance file (whyserve vebi-fit --archive); models with one: {shipped}"
 
     def parse_options(self, raw: Mapping[str, object]) -> int:
         super().parse_options(raw)

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import yaml
 
+from whyserve.errors import ModelLoadError
 from whyserve.layers import channels_last, find_target_layer, get_layer
+from whyserve.models import ModelSpec
 from whyserve.models.huggingface_source import model_folder
 from whyserve.models.sources import SOURCE_KINDS, load_source
 from whyserve.serving.archive import build_archive
+from whyserve.vebi.fit import Relevance
 
 EPILOG = """examples:
   whyserve archive --source torchvision:resnet50 --weights resnet50_ft.pth --classes index_to_name.json \\
@@ -59,6 +62,9 @@ def add_parser(commands) -> None:
     archive.add_argument("--aspect", choices=("keep", "stretch"), help="stretch: resize both sides (default: keep)")
     archive.add_argument("--mean", type=float, nargs=3, help=f"normalisation mean, R G B ({defaults} ImageNet's)")
     archive.add_argument("--std", type=float, nargs=3, help=f"normalisation std, R G B ({defaults} ImageNet's)")
+    archive.add_argument(
+        "--vebi-relevance", type=Path, help="VEBI's relevance file of this model (`whyserve vebi-fit --archive`): serves vebi"
+    )
     archive.add_argument("--random-weights", action="store_true", help="no --weights on purpose: a random network (tests)")
     archive.add_argument(
         "--explain-budget-s", type=float, default=10, help="requests estimated slower get 422 naming what fits (default: 10)"
@@ -88,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.source != "onnx":
         get_layer(spec.module, handler["layer"])
         channels_last(spec.module, handler["layer"], spec.input_size)  # refuses a named output that is no map
+    if args.vebi_relevance is not None:
+        check_relevance(spec, args.vebi_relevance)
     config = {
         "minWorkers": args.workers,
         "maxWorkers": args.workers,
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "responseTimeout": 300,
         "handler": handler,
     }
-    serialized, extras = args.weights, [args.classes] if args.classes else []
+    serialized, extras = args.weights, [f for f in (args.classes, args.vebi_relevance) if f]
     if args.source == "huggingface":  # the folder's files lie flat in the archive, the weights beside their config
         folder = model_folder(args.weights)
         serialized = folder / "model.safetensors"
@@ -108,6 +116,17 @@ def run(args: argparse.Namespace) -> int:
         mar = build_archive(args.name, config_file, args.out, serialized=serialized, model_file=args.model_file, extras=extras)
     print(f"built {mar}: {len(spec.class_names or ())} classes, layer {handler['layer']}")
     return 0
+
+
+def check_relevance(spec: ModelSpec, path: Path) -> None:
+    """A relevance file fitted on this model: its layers exist and it weighs every class."""
+    relevance = Relevance.load(path)
+    for layer in relevance.index.layers:
+        get_layer(spec.module, layer)
+    if relevance.weights.shape[0] != len(spec.class_names or ()):
+        raise ModelLoadError(
+            f"{path.name} weighs {relevance.weights.shape[0]} classes; the model has {len(spec.class_names or ())}"
+        )
 
 
 def handler_section(args: argparse.Namespace) -> dict:
@@ -129,6 +148,8 @@ def handler_section(args: argparse.Namespace) -> dict:
         handler["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.random_weights:
         handler["random_weights"] = True
+    if args.vebi_relevance is not None:
+        handler["vebi_relevance"] = args.vebi_relevance.name
     if args.source == "onnx":
         handler["default_method"] = "scorecam"  # the one method a bare .onnx serves (no autograd)
     return handler

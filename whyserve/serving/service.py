@@ -22,6 +22,7 @@ from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.methods import ResolvedRequest, all_methods
 from whyserve.models import ModelSpec, load_model
 from whyserve.models.sources import load_source
+from whyserve.serving.archive import settings_from_archive, unpack
 from whyserve.serving.cost import Budget, ServerLimits, calibrate, check_response_size, check_timeout
 from whyserve.serving.images import (
     DEFAULT_MAX_ASPECT_RATIO,
@@ -128,8 +129,20 @@ class _Stopwatch:
         return self.laps
 
 
-def _load_spec(config: ServingConfig) -> ModelSpec:
-    """The model the config names: registered (``model``) or the user's own (``source``)."""
+def archived_spec(mar: str | Path, folder: str | Path) -> ModelSpec:
+    """The model of the archive ``mar`` as its worker loads it (unpacked into ``folder``)."""
+    config, manifest = unpack(mar, folder)
+    return load_spec(ServingConfig.from_dict(settings_from_archive(config.get("handler") or {}, folder, manifest)))
+
+
+def load_spec(config: ServingConfig) -> ModelSpec:
+    """The model the config names, registered (``model``) or the user's own (``source``), with
+    its VEBI relevance file when the config names one."""
+    spec = _model(config)
+    return replace(spec, vebi_relevance=Path(config.vebi_relevance)) if config.vebi_relevance else spec
+
+
+def _model(config: ServingConfig) -> ModelSpec:
     if config.source is None:
         return load_model(config.model, config.weights if config.backend == "torch" else None)
     if config.backend != "torch" and config.source != "onnx":
@@ -207,9 +220,7 @@ class ExplainService:
 
     @staticmethod
     def _explainer(config: ServingConfig) -> Explainer:
-        spec = _load_spec(config)
-        if config.vebi_relevance:
-            spec = replace(spec, vebi_relevance=Path(config.vebi_relevance))
+        spec = load_spec(config)
         kind = "onnxruntime" if config.source == "onnx" else config.backend
         backend = open_backend(kind, spec, config.weights, config.layer, config.onnx_threads)
         return Explainer(spec, scorecam_chunk=config.scorecam_chunk, backend=backend)

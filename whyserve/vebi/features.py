@@ -9,6 +9,7 @@ deconvnet sees it); a conv with no ReLU after it is read as is.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from whyserve.errors import InvalidOption
 from whyserve.layers import eval_mode, get_layer
 
 
@@ -43,7 +45,9 @@ class FeatureIndex:
 
 
 def conv_layers(model: nn.Module, input_size: tuple[int, int]) -> tuple[str, ...]:
-    """Every Conv2d in the order it runs, each named by the ReLU that next runs after it."""
+    """Every Conv2d in the order it runs, each named by the ReLU that next runs after it; a conv
+    is read as is where that ReLU module runs more than once per forward (torchvision's ResNet
+    blocks call one ``relu`` three times), as its output would not be this conv's alone."""
     order: list[tuple[str, nn.Module]] = []
     handles = [
         m.register_forward_hook(lambda mod, _i, _o, name=n: order.append((name, mod)))
@@ -56,21 +60,29 @@ def conv_layers(model: nn.Module, input_size: tuple[int, int]) -> tuple[str, ...
     finally:
         for handle in handles:
             handle.remove()
+    runs = Counter(name for name, _ in order)
     layers: list[str] = []
     for k, (name, module) in enumerate(order):
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Conv2d) and runs[name] == 1:
             after = order[k + 1] if k + 1 < len(order) else None
-            layers.append(after[0] if after is not None and isinstance(after[1], nn.ReLU) else name)
+            relu = after is not None and isinstance(after[1], nn.ReLU) and runs[after[0]] == 1
+            layers.append(after[0] if relu else name)
     return tuple(dict.fromkeys(layers))
 
 
 @contextmanager
 def capture(model: nn.Module, layers: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
-    """Forward hooks that keep each named layer's output of the next forward pass."""
+    """Forward hooks that keep each named layer's output of the next forward pass (a layer that
+    runs twice in it is refused: its output would be the last call's alone)."""
     kept: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
-        return lambda _m, _i, output: kept.__setitem__(name, output)
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            if name in kept:
+                raise InvalidOption("layers", f"{name!r} runs more than once per forward pass; name a layer that runs once")
+            kept[name] = output
+
+        return hook
 
     handles = [get_layer(model, name).register_forward_hook(keep(name)) for name in layers]
     try:
@@ -100,4 +112,5 @@ def describe(
             model(images[i : i + chunk])
             rows.append(responses(kept, layers))
             channels = tuple(kept[name].shape[1] for name in layers)
+            kept.clear()  # the next chunk's outputs
     return torch.cat(rows), FeatureIndex(layers, channels)
