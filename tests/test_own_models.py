@@ -294,16 +294,17 @@ def assert_gradcam_parity(store: Path, name: str, tmp_path: Path, peer_layer, re
 
 
 @pytest.mark.slow
-def test_the_same_archive_is_served_by_the_kserve_native_runtime(store, server, tmp_path):
+@pytest.mark.parametrize("model, layer", [("tiny_net", "features"), ("hf_vit", HF_LAYER)])
+def test_the_same_archive_is_served_by_the_kserve_native_runtime(store, server, tmp_path, model, layer):
     """``whyserve serve-kserve --archive``: the .mar TorchServe serves, read the same way."""
-    with native_server(["--archive", str(store / "tiny_net.mar")], "tiny_net", tmp_path) as base:
+    with native_server(["--archive", str(store / f"{model}.mar")], model, tmp_path) as base:
         instance = {"image": {"b64": base64.b64encode(photo_path("chelsea").read_bytes()).decode()}, "method": "gradcam"}
-        native = requests.post(f"{base}/v1/models/tiny_net:predict", json={"instances": [instance]}, timeout=120)
+        native = requests.post(f"{base}/v1/models/{model}:predict", json={"instances": [instance]}, timeout=120)
     assert native.status_code == 200, native.text
-    served = post(server, "tiny_net", method="gradcam", outputs="heatmap").json()
+    served = post(server, model, method="gradcam", outputs="heatmap").json()
     answer = native.json()["predictions"][0]
     assert answer["predictions"] == served["predictions"]
-    assert answer["explanation"]["layer"] == "features"
+    assert answer["explanation"]["layer"] == layer
     assert answer["explanation"]["heatmap"]["data"] == served["explanation"]["heatmap"]["data"]
 
 
