@@ -497,6 +497,9 @@ def test_a_huggingface_vit_without_a_named_layer_names_its_token_layers(user_fil
     assert "a token model" in done.stderr and HF_LAYER in done.stderr
     done = archive("--source", "huggingface", "--weights", tmp_path, "--name", "x", "--out", tmp_path)
     assert done.returncode == 2 and "no config.json" in done.stderr
+    (tmp_path / "config.json").write_text((user_files / "hf_vit" / "config.json").read_text())
+    done = archive("--source", "huggingface", "--weights", tmp_path, "--name", "x", "--out", tmp_path)
+    assert done.returncode == 2 and "a sharded checkpoint is not read" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_huggingface_preprocessing_is_its_image_processors(user_files):

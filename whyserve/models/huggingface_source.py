@@ -26,6 +26,11 @@ def model_folder(weights: str | Path | None) -> Path:
     folder = path if path.is_dir() else path.parent
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"source huggingface: no config.json beside {path.name} (save_pretrained writes both)")
+    if not (folder / "model.safetensors").is_file():
+        raise ModelLoadError(
+            f"source huggingface: no model.safetensors in {folder.name} (a sharded checkpoint is not read: "
+            "save_pretrained with a max_shard_size above the model's size)"
+        )
     return folder
 
 
