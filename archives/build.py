@@ -43,8 +43,11 @@ def onnx_file(model: str, layer: str | None, folder: Path) -> Path:
 def handler_settings(archive: str, folder: Path) -> dict:
     """The archive's model-config.yaml ``handler`` section as its worker gets it, for an
     in-process ``ExplainService``: for backend onnxruntime, ``weights`` is the model exported
-    into ``folder``/``archive``."""
+    into ``folder``/``archive``, and ``vebi_relevance`` is the shipped file."""
     settings = dict(yaml.safe_load((ARCHIVES / archive / "model-config.yaml").read_text())["handler"])
+    extras = extra_files(settings)
+    if extras:  # the worker finds it in the unpacked archive; in process, where it is shipped
+        settings["vebi_relevance"] = str(extras[0])
     if settings.get("backend") == "onnxruntime":
         (folder / archive).mkdir(parents=True, exist_ok=True)
         settings["weights"] = str(onnx_file(settings["model"], settings.get("layer"), folder / archive))

@@ -73,6 +73,19 @@ def requests(cat: bytes, coffee: bytes, flower: bytes) -> list[tuple[str, tuple[
         ("flowers_bcos", _form(flower, method="gradcam", target=3)),
         ("flowers_bcos", _raw(flower, method="scorecam", channels=8)),
         ("flowers_bcos", _json(flower, method="bcos", target=1, contrast=1)),
+        # errors and edge cases the option and output validation decides
+        ("flowers_cnn", _raw(flower, method="gradcam", outputs="bcos_color")),
+        ("flowers_cnn", _json(flower, method="scorecam", channels=0)),
+        ("flowers_cnn", _json(flower, method="scorecam", channels="many")),
+        ("flowers_cnn", _json(flower, method="gradcam", channels=8)),
+        ("flowers_cnn", _json(flower, method="contrastive", target=1, contrast=1)),
+        ("flowers_cnn", _json(flower, method="contrastive", contrast=99)),
+        ("flowers_cnn", _json(flower, method="fgvis", steps=3)),
+        ("flowers_cnn", _json(flower, method="fgvis", steps=0)),
+        ("flowers_cnn", _json(flower, method="vebi")),
+        ("flowers_cnn", _json(flower, method="scorecam", weighting="nope")),
+        ("efficientnet_lite0", _json(cat, method="gradcam", topk=0)),
+        ("efficientnet_lite0", _json(cat, method="gradcam", layer="nope")),
     ]
 
 
