@@ -156,6 +156,9 @@ def main(argv: list[str]) -> int:
         if i >= 0:
             gap = _gap(before[i], current[i])
             print(f"reply {i} ({current[i]['model']}) differs: largest difference {gap} (numbers; PNG/JPEG pixels out of 255)")
+            for label, reply in (("  before", before[i]), ("  now   ", current[i])):
+                if "error" in reply["body"]:  # an error's wording: worth reading side by side
+                    print(f"{label} {reply['status']} {json.dumps(reply['body']['error'])}")
     print(f"{len(current)} replies, {len(current) - len(differ)} identical, {len(differ)} different")
     return 1 if differ else 0
 

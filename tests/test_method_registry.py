@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,11 +14,17 @@ import torch
 from PIL import Image
 
 from serving_helpers import encoded
-from whyserve import ExplainRequest, InvalidOption
+from whyserve import ExplainRequest, cli
 from whyserve.data.flowers import make_flower
 from whyserve.methods import REGISTRY, Explanation, Method, MethodBatch, Needs, register
 from whyserve.methods.base import cam_explanations
+from whyserve.options import option
 from whyserve.serving import ExplainService, ServingConfig
+
+
+@dataclass(frozen=True)
+class PowerOptions:
+    power: int = option(1, "the exponent of the mean activation", low=1, high=3)
 
 
 class Power(Method):
@@ -26,21 +32,11 @@ class Power(Method):
 
     name = "toy_power"
     needs = Needs.MASKED_FORWARDS
-    option_names = ("power",)
+    options = PowerOptions
     help = "a toy: mean activation ** power"
 
-    def parse_options(self, raw: Mapping[str, object]) -> int:
-        super().parse_options(raw)
-        try:
-            power = int(raw.get("power", 1))
-        except (TypeError, ValueError):
-            raise InvalidOption("power", f"{raw.get('power')!r} is not an integer", ["1", "2", "3"]) from None
-        if power not in (1, 2, 3):
-            raise InvalidOption("power", f"{power} is out of range", ["1", "2", "3"])
-        return power
-
     def compute(self, batch: MethodBatch) -> list[Explanation]:
-        maps = [batch.activations[i].clamp(min=0).mean(0) ** r.options for i, r in zip(batch.rows, batch.requests)]
+        maps = [batch.activations[i].clamp(min=0).mean(0) ** r.options.power for i, r in zip(batch.rows, batch.requests)]
         return cam_explanations(batch, torch.stack(maps))
 
 
@@ -92,9 +88,32 @@ def test_its_option_is_checked_by_the_method_and_listed_by_the_protocol(service,
             ({"body": png}, {"X-Explain-Method": "gradcam", "X-Explain-Power": "2"}),
         ]
     )
-    assert bad.status == 400 and json.loads(bad.body)["error"]["valid"] == ["1", "2", "3"]
+    assert bad.status == 400 and json.loads(bad.body)["error"]["valid"] == ["an integer from 1 to 3"]
     assert wrong_method.status == 400 and json.loads(wrong_method.body)["error"]["valid"] == ["method=toy_power"]
     assert "toy_power" in service.methods and "toy_power" in service.spec.methods
+
+
+def test_its_one_declared_field_reaches_the_cli_the_config_and_the_docs_table(service, flower, capsys):
+    # the CLI: a flag with the declared range and default, parsed by the method
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--help"])
+    assert "--power N" in capsys.readouterr().out.replace("\n", " ")
+    assert cli.main(["explain", "x.png", "--model", "flowers_cnn", "--method", "toy_power", "--power", "9"]) == 2
+    assert "power: 9 is out of range (valid: an integer from 1 to 3)" in capsys.readouterr().err
+    # the config: a model default of the option, checked at load
+    png = encoded(Image.fromarray(flower.image))
+    configured = ExplainService(ServingConfig(model="flowers_cnn", method_options={"toy_power": {"power": 3}}))
+    (reply,) = configured.handle([({"body": png}, {"X-Explain-Method": "toy_power"})])
+    (three,) = service.handle([({"body": png}, {"X-Explain-Method": "toy_power", "X-Explain-Power": "3"})])
+    assert (
+        reply.status == 200
+        and json.loads(reply.body)["explanation"]["heatmap"] == json.loads(three.body)["explanation"]["heatmap"]
+    )
+    with pytest.raises(ValueError, match=r"method_options.toy_power: power: 0 is out of range"):
+        ExplainService(ServingConfig(model="flowers_cnn", method_options={"toy_power": {"power": 0}}))
+    # the docs' option table (`whyserve options`)
+    assert cli.main(["options"]) == 0
+    assert "| toy_power | `power` | an integer from 1 to 3 | 1 | the exponent of the mean activation |" in capsys.readouterr().out
 
 
 def test_gradient_and_gradient_free_methods_share_a_batch_outside_inference_mode(service, flower):

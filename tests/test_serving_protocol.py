@@ -87,10 +87,10 @@ def test_bad_bodies_say_what_is_wrong(fields, headers, message):
         ({"outputs": "heatmap,sound"}, "known outputs", "overlay"),
         ({"method": "gradcam", "contrast": 285}, "takes no contrast", "method=contrastive"),
         ({"method": "gradcam", "weighting": "probability"}, "takes no weighting", "method=scorecam"),
-        ({"method": "scorecam", "weighting": "loudest"}, "unknown Score-CAM weighting", "channel_softmax"),
+        ({"method": "scorecam", "weighting": "loudest"}, "is not one of probability, channel_softmax", "channel_softmax"),
         ({"target": 2.5}, "not a class index or label", "a class index"),
-        ({"method": "scorecam", "channels": "most"}, "not 'all' or a positive integer", "all"),
-        ({"method": "scorecam", "channels": 0}, "not 'all' or a positive integer", "a positive integer"),
+        ({"method": "scorecam", "channels": "most"}, "'most' is not an integer", "all"),
+        ({"method": "scorecam", "channels": 0}, "0 is out of range", "an integer >= 1"),
         ({"method": "gradcam", "channels": 8}, "takes no channels", "method=scorecam"),
     ],
 )
@@ -233,7 +233,8 @@ def test_served_heatmap_is_the_engine_heatmap(service, chelsea_png, effnet, effn
 
 
 def test_scorecam_channels_default_comes_from_the_config(chelsea_png):
-    service = ExplainService(ServingConfig(model="efficientnet_lite0", scorecam_channels=8, scorecam_weighting="channel_softmax"))
+    options = {"scorecam": {"channels": 8, "weighting": "channel_softmax"}}
+    service = ExplainService(ServingConfig(model="efficientnet_lite0", method_options=options))
     prepared = service._prepare(0, {"body": chelsea_png}, {"X-Explain-Method": "scorecam"})
     assert (prepared.request.options.channels, prepared.request.options.weighting) == (8, "channel_softmax")
     prepared = service._prepare(0, {"body": chelsea_png}, {"X-Explain-Method": "scorecam", "X-Explain-Channels": "all"})
@@ -245,6 +246,8 @@ def test_scorecam_channels_default_comes_from_the_config(chelsea_png):
 def test_config_rejects_unknown_settings_and_methods():
     with pytest.raises(ValueError, match="unknown handler setting"):
         ServingConfig.from_dict({"model": "efficientnet_lite0", "colour": "red"})
+    with pytest.raises(ValueError, match=r"scorecam_channels is gone: set method_options: \{scorecam: \{channels"):
+        ServingConfig.from_dict({"model": "efficientnet_lite0", "scorecam_channels": 64})
     with pytest.raises(ValueError, match="does not support"):
         ExplainService(ServingConfig(model="efficientnet_lite0", methods=("bcos",)))
 

@@ -13,9 +13,8 @@ from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.health import add_arguments as add_health_arguments
 from whyserve.methods import all_methods, method_names
-from whyserve.methods.fgvis import GAMES, REFERENCES
-from whyserve.methods.scorecam import WEIGHTINGS, parse_channels
 from whyserve.models import available_models, load_model
+from whyserve.options import Declared, declared, describe_default, options_table
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
 from whyserve.serving import archive_command
@@ -25,7 +24,7 @@ from whyserve.vebi import command as vebi_command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    adders = (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck)
+    adders = (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck, _add_options)
     for add in (*adders, vebi_command.add_parser, archive_command.add_parser):
         add(commands)
     args = parser.parse_args(argv)
@@ -52,11 +51,8 @@ def _add_explain(commands) -> None:
     explain.add_argument("--method", default="gradcam", choices=method_names(), help=_methods_help())
     explain.add_argument("--target", help="class index or label to explain (default: top-1)")
     explain.add_argument("--contrast", help="contrastive and bcos: the class Q in 'why P, rather than Q?'")
-    explain.add_argument("--weighting", default="probability", choices=WEIGHTINGS, help="Score-CAM weighting")
     explain.add_argument("--layer", help="target layer (module name; default: the last spatial feature layer)")
-    explain.add_argument("--channels", type=_channels, help="Score-CAM: 'all' (exact, default) or the N most varying")
-    _add_fgvis_options(explain)
-    explain.add_argument("--features", type=int, help="VEBI: how many relevant features to show (default: 3)")
+    _add_method_options(explain)
     explain.add_argument("--topk", type=int, default=5)
     explain.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     explain.set_defaults(run=_explain)
@@ -71,9 +67,7 @@ def _add_client(commands) -> None:
     client.add_argument("--method", help=f"{', '.join(method_names())} or none (default: the model's)")
     client.add_argument("--target", help="class index or label to explain (default: top-1)")
     client.add_argument("--contrast", help="contrastive and bcos: the class Q in 'why P, rather than Q?'")
-    client.add_argument("--weighting", choices=WEIGHTINGS, help="Score-CAM weighting")
-    client.add_argument("--channels", help="Score-CAM: 'all' (exact) or N most varying channels (default: the model's)")
-    _add_fgvis_options(client)
+    _add_method_options(client)
     client.add_argument("--topk", type=int, default=5)
     client.add_argument("--token", help="inference token (Authorization: Bearer) when token auth is on")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds (exact Score-CAM takes a while on a CPU)")
@@ -172,12 +166,7 @@ def _serve_kserve(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     spec = load_model(args.model, args.weights)
     explainer = Explainer(spec, layer=args.layer)
-    options = {"weighting": args.weighting, "channels": args.channels} if args.method == "scorecam" else {}
-    if args.method == "fgvis":
-        options = {name: getattr(args, name.replace("lambda", "lam")) for name in FGVIS_OPTIONS}
-    if args.method == "vebi" and args.features is not None:
-        options = {"features": args.features}
-    request = explainer.resolve(ExplainRequest(args.method, args.target, args.contrast, **options))
+    request = explainer.resolve(ExplainRequest(args.method, args.target, args.contrast, **_given_options(args)))
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for name in tqdm(args.images, unit="image", disable=len(args.images) < 2, file=sys.stderr):
@@ -208,8 +197,7 @@ def _client(args: argparse.Namespace) -> int:
     from whyserve.client import Client, ServerError
 
     path = _resolve_image(args.image)
-    options = {k: getattr(args, k) for k in ("method", "target", "contrast", "weighting", "channels")}
-    options |= {k: getattr(args, k.replace("lambda", "lam")) for k in FGVIS_OPTIONS}
+    options = {k: getattr(args, k) for k in ("method", "target", "contrast")} | _given_options(args)
     try:
         result = Client(args.url, token=args.token, timeout=args.timeout).explain(path, topk=args.topk, **options)
     except ServerError as error:
@@ -295,30 +283,36 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-FGVIS_OPTIONS = ("game", "iterations", "lr", "lambda", "defense", "reference")
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per method option (``whyserve.options``), from the methods' declarations; an
+    omitted one takes the model's or the method's default, one the method does not take is refused."""
+    by_name: dict[str, tuple[Declared, list[str]]] = {}
+    for method in all_methods():
+        for d in declared(method.options):
+            by_name.setdefault(d.name, (d, []))[1].append(method.name)
+    for name, (d, methods) in by_name.items():
+        choices = d.info.choices if d.kind is str else ("on", "off") if d.kind is bool else None
+        values = "" if choices else f"{'; '.join(d.valid())}; "
+        text = f"{', '.join(methods)}: {d.info.help} ({values}default {describe_default(d)})"
+        metavar = None if choices else "N" if d.kind is int else "X"
+        parser.add_argument(f"--{name}", dest=f"option_{name}", choices=choices, metavar=metavar, help=text.replace("%", "%%"))
 
 
-def _add_fgvis_options(parser: argparse.ArgumentParser) -> None:
-    """FGVis's options (whyserve.methods.fgvis); omitted ones take the method's defaults."""
-    parser.add_argument("--game", choices=GAMES, help="FGVis: deletion (default) or preservation")
-    parser.add_argument("--iterations", type=int, help="FGVis: the most optimisation steps (default 100)")
-    parser.add_argument("--lr", type=float, help="FGVis: step size of the mask (default 0.1)")
-    parser.add_argument("--lambda", dest="lam", type=float, help="FGVis: weight of the L1 term (default per game)")
-    parser.add_argument("--defense", choices=("on", "off"), help="FGVis: the gradient-filter defense (default on)")
-    parser.add_argument("--reference", choices=REFERENCES, help="FGVis: what a deleted pixel becomes (default black)")
+def _given_options(args: argparse.Namespace) -> dict[str, object]:
+    """The method options given on the command line, by name (parsed by the method)."""
+    prefix = "option_"
+    return {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
+def _add_options(commands) -> None:
+    listing = commands.add_parser("options", help="every method option: values, default and what it does (Markdown)")
+    listing.set_defaults(run=lambda args: print(options_table({m.name: m.options for m in all_methods()}), end="") or 0)
 
 
 def _features(features: list[dict] | None) -> str:
     """VEBI's features shown, one line each (nothing for other methods)."""
     rows = [f"\n    feature {f['layer']}:{f['channel']}  relevance {f['relevance']:.4f}" for f in features or []]
     return "".join(rows)
-
-
-def _channels(value: str) -> int | None:
-    try:
-        return parse_channels(value)
-    except InvalidOption as error:
-        raise argparse.ArgumentTypeError(error.message) from None
 
 
 def _label(index: int | float | None, class_names: tuple[str, ...] | None) -> str | None:

@@ -18,7 +18,7 @@ from whyserve.backends import Backend
 from whyserve.backends.torch_backend import TorchBackend
 from whyserve.errors import InvalidOption
 from whyserve.methods import Explanation, Method, MethodBatch, Needs, ResolvedRequest, all_methods
-from whyserve.methods.registry import requirement_of
+from whyserve.methods.registry import parse_method_options, requirement_of
 from whyserve.models import ModelSpec
 from whyserve.targets import resolve_class
 
@@ -112,9 +112,14 @@ class Explainer:
                 "method", f"{request.method!r} is not supported by model {self.spec.name!r}{why}", tuple(self.methods)
             )
         target = None if request.target is None else self._class(request.target, "target")
-        resolved = ResolvedRequest(
-            method, target, self._contrast(method, request.contrast), method.parse_options(request.options)
-        )
+        contrast = self._contrast(method, request.contrast)
+        if contrast is not None and contrast == target and self.spec.task == "classification":
+            raise InvalidOption(
+                "contrast",
+                f"equals the target; omit contrast to ask for {method.omitted_contrast}",
+                ["a class other than the target", "no contrast"],
+            )
+        resolved = ResolvedRequest(method, target, contrast, parse_method_options(method, request.options))
         method.check(resolved, self.spec)
         return resolved
 
@@ -199,7 +204,7 @@ class Explainer:
         if contrast is None:
             return None
         if not method.takes_contrast:
-            valid = [m.name for m in self.methods.values() if m.takes_contrast]
+            valid = [f"method={m.name}" for m in all_methods() if m.takes_contrast]
             raise InvalidOption("contrast", f"method {method.name!r} takes no contrast", valid)
         if self.spec.task == "regression":
             return self._value(contrast)

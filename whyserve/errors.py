@@ -19,20 +19,6 @@ class InvalidOption(ValueError):
         self.valid = list(valid)
 
 
-def bounded_int(option: str, value: object, high: int) -> int:
-    """``value`` (an int or its text; not a bool or a float) as an integer from 1 to ``high``."""
-    valid = [f"an integer from 1 to {high}"]
-    try:
-        if isinstance(value, (bool, float)):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidOption(option, f"{value!r} is not an integer", valid) from None
-    if not 1 <= number <= high:
-        raise InvalidOption(option, f"{number} is out of range", valid)
-    return number
-
-
 class ModelLoadError(ValueError):
     """A model cannot be served as configured (its source, weights, class names or
     preprocessing); the message names what to change. Raised at load, never per request."""

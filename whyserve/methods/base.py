@@ -4,7 +4,6 @@ method's compute step receives, and the CAM arithmetic (map from channel weights
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from whyserve.errors import InvalidOption
+from whyserve.options import NoOptions, declared
 
 if TYPE_CHECKING:
     from whyserve.backends import Backend
@@ -60,7 +59,7 @@ class ResolvedRequest:
 
     ``target`` is a class index (None: the top-1 of the shared forward), ``contrast`` a class
     index, a value (regression) or None (omitted: ``Method.contrast_for`` says what it means),
-    ``options`` the method's parsed options (``Method.parse_options``)."""
+    ``options`` an instance of the method's options dataclass (``Method.options``)."""
 
     method: Method
     target: int | None = None
@@ -98,8 +97,8 @@ class Method:
     takes_contrast: ClassVar[bool] = False
     # Said to a client who sends contrast == target: what omitting the contrast would ask for.
     omitted_contrast: ClassVar[str] = ""
-    # Option names this method takes in a request (besides method/target/contrast).
-    option_names: ClassVar[tuple[str, ...]] = ()
+    # This method's options (besides method/target/contrast): a dataclass of ``option()`` fields.
+    options: ClassVar[type] = NoOptions
     # Rows of methods with the same group are computed by one ``compute`` call (one backward pass).
     group: ClassVar[str] = ""
     help: ClassVar[str] = ""
@@ -112,13 +111,10 @@ class Method:
         """What a model needs for this method, said to a client whose model lacks it ("" : nothing to say)."""
         return ""
 
-    def parse_options(self, raw: Mapping[str, object]) -> Any:
-        """This method's options from raw values (strings from headers, JSON values); raise
-        ``InvalidOption`` naming the option. Missing options take the method's defaults."""
-        unknown = sorted(set(raw) - set(self.option_names))
-        if unknown:
-            raise InvalidOption(unknown[0], f"method {self.name!r} takes no {unknown[0]}", [])
-        return None
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The names of this method's options, as a request spells them."""
+        return tuple(d.name for d in declared(self.options))
 
     def check(self, request: ResolvedRequest, spec: ModelSpec) -> None:
         """Refuse a request this method cannot answer for ``spec`` (after target/contrast resolved)."""

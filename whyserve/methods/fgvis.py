@@ -22,7 +22,7 @@ given back their flags after).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,11 +33,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from whyserve.errors import InvalidOption
 from whyserve.layers import eval_mode
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
 from whyserve.methods.fgvis_defense import GateActivations, RecordActivations
 from whyserve.methods.registry import register
+from whyserve.options import option
 
 if TYPE_CHECKING:
     from whyserve.models import ModelSpec
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 NAME = "fgvis"
 GAMES = ("deletion", "preservation")
 REFERENCES = ("black", "blur", "mean")
+MAX_ITERATIONS = 2000
 STALL_PATIENCE = 20  # iterations without a relative loss improvement of STALL_TOLERANCE
 STALL_TOLERANCE = 1e-3
 # lambda per game when a request names none: deletion needs it below the class gradient
@@ -55,12 +56,28 @@ DEFAULT_LAMBDA = {"deletion": 1e-5, "preservation": 1e-4}
 
 @dataclass(frozen=True)
 class FGVisOptions:
-    game: str = "deletion"
-    iterations: int = 100
-    lr: float = 0.1
-    lam: float | None = None  # lambda of the L1 term (a sum over the 3 x H x W mask); None: DEFAULT_LAMBDA
-    defense: bool = True
-    reference: str = "black"
+    game: str = option(
+        "deletion",
+        "deletion: the smallest deletion that removes the class (heatmap 1 - m); "
+        "preservation: the smallest mask that keeps it (heatmap m)",
+        choices=GAMES,
+    )
+    iterations: int = option(
+        100, "the most optimisation steps (a row stops early when done or stalled)", low=1, high=MAX_ITERATIONS
+    )
+    lr: float = option(0.1, "step size of the mask", low=1e-6, high=10.0)
+    lam: float | None = option(
+        None,
+        "weight of the L1 term (a sum over the 3 x H x W mask)",
+        low=0.0,
+        high=10.0,
+        name="lambda",
+        default_text=f"{DEFAULT_LAMBDA['deletion']:g} (deletion), {DEFAULT_LAMBDA['preservation']:g} (preservation)",
+    )
+    defense: bool = option(True, "the paper's gradient filter against adversarial evidence")
+    reference: str = option(
+        "black", "what a deleted pixel becomes: black, the image blurred, or its mean colour", choices=REFERENCES
+    )
 
     @property
     def weight(self) -> float:
@@ -208,42 +225,6 @@ class _Loop:
         return self.since_best[i] >= STALL_PATIENCE
 
 
-MAX_ITERATIONS = 2000
-_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-
-
-def _number(raw: Mapping[str, object], name: str, cast: type, low: float, high: float, default: object) -> object:
-    value = raw.get(name, default)
-    if value is None:
-        return None
-    valid = [f"{cast.__name__} from {low:g} to {high:g}"]
-    try:
-        if isinstance(value, bool) or (cast is int and isinstance(value, float)):
-            raise ValueError
-        number = cast(value)
-    except (TypeError, ValueError):
-        raise InvalidOption(name, f"{value!r} is not a{'n integer' if cast is int else ' number'}", valid) from None
-    if not (low <= number <= high) or number != number:  # NaN fails both
-        raise InvalidOption(name, f"{number!r} is out of range", valid)
-    return number
-
-
-def _choice(raw: Mapping[str, object], name: str, valid: tuple[str, ...], default: str) -> str:
-    value = raw.get(name, default)
-    if not isinstance(value, str) or value.strip().lower() not in valid:
-        raise InvalidOption(name, f"{value!r} is not one of {', '.join(valid)}", valid)
-    return value.strip().lower()
-
-
-def _switch(raw: Mapping[str, object], name: str, default: bool) -> bool:
-    value = raw.get(name, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _SWITCH:
-        return _SWITCH[value.strip().lower()]
-    raise InvalidOption(name, f"{value!r} is not on or off", ["on", "off"])
-
-
 def _constant_image(spec: ModelSpec, value: int) -> torch.Tensor:
     """The model's input for an image whose every pixel is (value, value, value)."""
     return spec.normalize(Image.new("RGB", spec.input_size[::-1], (value, value, value)))
@@ -255,22 +236,11 @@ class FGVis(Method):
 
     name = NAME
     needs = Needs.OPTIMISATION
-    option_names = ("game", "iterations", "lr", "lambda", "defense", "reference")
+    options = FGVisOptions
     help = (
         "why P? a per-pixel, per-colour mask at input resolution, optimised (Wagner et al. 2019); "
         "game deletion|preservation, iterations, lr, lambda, defense on|off, reference black|blur|mean"
     )
-
-    def parse_options(self, raw: Mapping[str, object]) -> FGVisOptions:
-        super().parse_options(raw)
-        return FGVisOptions(
-            game=_choice(raw, "game", GAMES, "deletion"),
-            iterations=_number(raw, "iterations", int, 1, MAX_ITERATIONS, 100),
-            lr=_number(raw, "lr", float, 1e-6, 10.0, 0.1),
-            lam=_number(raw, "lambda", float, 0.0, 10.0, None),
-            defense=_switch(raw, "defense", True),
-            reference=_choice(raw, "reference", REFERENCES, "black"),
-        )
 
     def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
         # a forward and a backward (~2 forwards) per iteration, the clean pass and the final one

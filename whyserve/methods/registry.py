@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from whyserve.errors import InvalidOption
 from whyserve.methods.base import Method
+from whyserve.options import parse
 
 REGISTRY: dict[str, Method] = {}
 # The listing order of the first methods; any other module under whyserve/methods/ is imported
@@ -41,6 +44,16 @@ def requirement_of(name: object) -> str:
     _import_builtin()
     method = REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
     return f"; {method.requirement()}" if method is not None and method.requirement() else ""
+
+
+def parse_method_options(method: Method, raw: Mapping[str, object]) -> Any:
+    """``method``'s options dataclass from raw values (header text, JSON, YAML, CLI strings);
+    ``InvalidOption`` names a bad or foreign option, and the methods that take a foreign one."""
+    for name in raw:
+        if name not in method.option_names:
+            valid = [f"method={m.name}" for m in all_methods() if name in m.option_names]
+            raise InvalidOption(name, f"method {method.name!r} takes no {name}", valid)
+    return parse(method.options, raw)
 
 
 def method_names() -> tuple[str, ...]:

@@ -37,16 +37,16 @@ the number of channels it is the exact method. Two named rankings pick the N:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from whyserve.errors import InvalidOption
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest, cam_explanations, minmax, weighted_cam
 from whyserve.methods.registry import register
+from whyserve.options import option
 
 if TYPE_CHECKING:
     from whyserve.backends import Backend
@@ -57,42 +57,29 @@ RANKINGS = ("target", "spread")
 
 @dataclass(frozen=True)
 class ScoreCamOptions:
-    weighting: str = "probability"
-    channels: int | None = None  # None: every channel (exact); N: the N first of ``ranking``
-    ranking: str = "target"
-
-
-def parse_channels(value: object) -> int | None:
-    """``"all"``/None (exact) or a positive integer (fast); ``InvalidOption`` otherwise."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
-        return None
-    try:
-        if isinstance(value, (bool, float)):
-            raise ValueError
-        channels = int(value)
-    except (TypeError, ValueError):
-        channels = 0
-    if channels < 1:
-        raise InvalidOption("channels", f"{value!r} is not 'all' or a positive integer", ["all", "a positive integer"])
-    return channels
+    weighting: str = option(
+        "probability",
+        "probability: the authors' (the target's softmax over classes of each masked image); "
+        "channel_softmax: pytorch-grad-cam's (a softmax over channels of the target logits)",
+        choices=WEIGHTINGS,
+    )
+    channels: int | None = option(
+        None, "how many channels are scored: all (exact) or the first N of the ranking (fast)", low=1, none_word="all"
+    )
+    ranking: str = option(
+        "target",
+        "which N channels fast mode scores: target (estimated contribution to the target, times spread) "
+        "or spread (the most varying maps)",
+        choices=RANKINGS,
+    )
 
 
 @register
 class ScoreCAM(Method):
     name = "scorecam"
     needs = Needs.MASKED_FORWARDS
-    option_names = ("weighting", "channels", "ranking")
+    options = ScoreCamOptions
     help = "why P? gradient-free; weighting probability|channel_softmax; channels all|N (fast); ranking target|spread"
-
-    def parse_options(self, raw: Mapping[str, object]) -> ScoreCamOptions:
-        super().parse_options(raw)
-        weighting = raw.get("weighting", "probability")
-        if weighting not in WEIGHTINGS:
-            raise InvalidOption("weighting", f"unknown Score-CAM weighting {weighting!r}", WEIGHTINGS)
-        ranking = raw.get("ranking", "target")
-        if ranking not in RANKINGS:
-            raise InvalidOption("ranking", f"unknown Score-CAM channel ranking {ranking!r}", RANKINGS)
-        return ScoreCamOptions(weighting, parse_channels(raw.get("channels")), ranking)
 
     def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
         channels = request.options.channels

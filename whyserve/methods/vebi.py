@@ -14,7 +14,6 @@ relevance), sorted by relevance: the "interpretation".
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from whyserve.errors import bounded_int
 from whyserve.layers import eval_mode
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
 from whyserve.methods.registry import register
+from whyserve.options import option
 from whyserve.vebi.features import capture, responses
 from whyserve.vebi.fit import Relevance
 from whyserve.vebi.propagation import propagate, saliency
@@ -36,6 +35,11 @@ if TYPE_CHECKING:
 NAME = "vebi"
 DEFAULT_FEATURES = 3
 MAX_FEATURES = 16
+
+
+@dataclass(frozen=True)
+class VebiOptions:
+    features: int = option(DEFAULT_FEATURES, "how many relevant internal features are shown", low=1, high=MAX_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class Vebi(Method):
 
     name = NAME
     needs = Needs.MODEL_PASS
-    option_names = ("features",)
+    options = VebiOptions
     help = "models with a VEBI relevance file: the top relevant internal features, propagated to the pixels"
 
     def supports(self, spec: ModelSpec) -> bool:
@@ -122,12 +126,8 @@ class Vebi(Method):
         shipped = ", ".join(models_with_relevance())
         return f"vebi needs the model's VEBI relevance file (whyserve vebi-fit --archive); models with one: {shipped}"
 
-    def parse_options(self, raw: Mapping[str, object]) -> int:
-        super().parse_options(raw)
-        return bounded_int("features", raw.get("features", DEFAULT_FEATURES), MAX_FEATURES)
-
     def cost(self, request: ResolvedRequest, layer_channels: int, chunk: int) -> float:
-        return 1.0 + 2.0 * (request.options or DEFAULT_FEATURES)  # its own forward; one forward+backward per feature
+        return 1.0 + 2.0 * (request.options.features)  # its own forward; one forward+backward per feature
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
         relevance = load_relevance(str(batch.spec.vebi_relevance))
@@ -135,7 +135,7 @@ class Vebi(Method):
         r = relevances(relevance, image_responses(model, relevance, images), batch.targets)
         out = []
         for k, request in enumerate(batch.requests):
-            features = top_features(relevance, r[k], request.options or DEFAULT_FEATURES)
+            features = top_features(relevance, r[k], request.options.features)
             heatmap = feature_heatmap(model, images[k], features)
             out.append(
                 Explanation(

@@ -15,7 +15,6 @@ import numpy as np
 from whyserve.serving.errors import ServingError
 
 MAX_JSON_DEPTH = 32
-MAX_INT_DIGITS = 18
 JSON_FORM = '{"image": "<base64>", "method": ...}'
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _WHITESPACE = re.compile(r"\s+")
@@ -82,28 +81,6 @@ def decode_base64(text: str) -> bytes:
         return base64.b64decode(_WHITESPACE.sub("", text), validate=True)
     except (binascii.Error, ValueError):
         raise ServingError(400, "'image' is not valid base64", ["base64 of JPEG/PNG/WebP bytes"], "bad_json") from None
-
-
-def parse_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    """An integer from an int or from ASCII digits (an optional sign, at most ``MAX_INT_DIGITS``)
-    in [low, high]; 400 naming ``name`` and the range otherwise."""
-    valid = [f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"]
-    if isinstance(value, str):
-        text = value.strip()
-        digits = text[1:] if text[:1] in "+-" else text
-        if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_INT_DIGITS):
-            raise ServingError(400, f"{name}: {_short(value)} is not an integer", valid, "bad_option")
-        value = int(text)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ServingError(400, f"{name}: {_short(value)} is not an integer", valid, "bad_option")
-    if value < low or (high is not None and value > high):
-        raise ServingError(400, f"{name}: {_short(value)} is out of range", valid, "bad_option")
-    return value
-
-
-def _short(value: object) -> str:
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # Per part: "--" boundary CRLF, Content-Disposition/Content-Type lines, CRLF CRLF, CRLF. The

@@ -17,10 +17,12 @@ import numpy as np
 from PIL import Image
 
 from whyserve.engine import ExplainRequest
-from whyserve.methods import all_methods, get_method
+from whyserve.errors import InvalidOption
+from whyserve.methods import all_methods
 from whyserve.methods.registry import requirement_of
+from whyserve.options import parse_number
 from whyserve.render import encode, heatmap_image, overlay
-from whyserve.serving.bodies import check_multipart_complete, decode_base64, load_json_object, parse_int, require_object
+from whyserve.serving.bodies import check_multipart_complete, decode_base64, load_json_object, require_object
 from whyserve.serving.errors import ServingError, error_body
 from whyserve.serving.images import DEFAULT_MAX_PIXELS, IMAGE_FORMATS, decode_image
 
@@ -177,8 +179,8 @@ def option_names() -> tuple[str, ...]:
 
 def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple[ExplainRequest | None, ServeOptions]:
     """The engine request (None: prediction only) and the response options; raises
-    ``ServingError`` 400 naming the option and what is valid. The method's own options are
-    checked by the method when the explainer resolves the request."""
+    ``ServingError`` 400 naming the option and what is valid. Whether the method takes the
+    contrast and the options, and their values, are checked once, by ``Explainer.resolve``."""
     names = option_names()
     unknown = sorted(set(raw) - set(names))
     if unknown:
@@ -191,7 +193,6 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
     if method == NO_EXPLANATION:
         return None, serve
     own = {k: v for k, v in options.items() if k not in ("method", "target", "contrast", "topk", "outputs")}
-    _check_applies(method, contrast, own)
     return ExplainRequest(method, target, contrast, **{**defaults.method_options.get(method, {}), **own}), serve
 
 
@@ -203,20 +204,15 @@ def _method(method: object, defaults: RequestDefaults) -> str:
     return method.strip().lower()
 
 
-def _check_applies(method: str, contrast: object, own: Mapping[str, object]) -> None:
-    """Refuse a contrast or a method option given to a method that does not take it."""
-    chosen = get_method(method)
-    if contrast is not None and not chosen.takes_contrast:
-        valid = [f"method={m.name}" for m in all_methods() if m.takes_contrast]
-        raise ServingError(400, f"contrast: method {method!r} takes no contrast", valid, "bad_option")
-    for name in own:
-        if name not in chosen.option_names:
-            valid = [f"method={m.name}" for m in all_methods() if name in m.option_names]
-            raise ServingError(400, f"{name}: method {method!r} takes no {name}", valid, "bad_option")
-
-
 def _topk(topk: object) -> int:
-    return parse_int(topk, "topk", 1, MAX_TOPK)
+    return _number(topk, "topk", 1, MAX_TOPK)
+
+
+def _number(value: object, name: str, low: int, high: int) -> int:
+    try:
+        return int(parse_number(name, value, True, low, high))
+    except InvalidOption as error:
+        raise ServingError(400, str(error), error.valid, "bad_option") from None
 
 
 def _outputs(value: object) -> tuple[str, ...]:
@@ -242,7 +238,7 @@ def _class_option(value: object, name: str) -> int | str | None:
         raise ServingError(400, f"{name}: {value!r} is not a class index or label", valid, "bad_option")
     digits = value.strip().lstrip("+-") if isinstance(value, str) else ""
     if isinstance(value, int) or (digits.isdigit() and digits.isascii()):
-        return parse_int(value, name, -(10**9), 10**9)  # range checked against the model's classes later
+        return _number(value, name, -(10**9), 10**9)  # range checked against the model's classes later
     return value
 
 

@@ -20,6 +20,7 @@ from whyserve.backends import open_backend
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.methods import ResolvedRequest, all_methods
+from whyserve.methods.registry import parse_method_options
 from whyserve.models import ModelSpec, load_model
 from whyserve.models.sources import load_source
 from whyserve.serving.archive import settings_from_archive, unpack
@@ -62,8 +63,6 @@ class ServingConfig:
     default_method: str = "gradcam"
     methods: tuple[str, ...] | None = None  # None: every method the model supports
     topk: int = 5
-    scorecam_weighting: str = "probability"
-    scorecam_channels: int | str | None = None  # "all"/None: exact; N: the N most varying channels
     scorecam_chunk: int = 16
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_resized_pixels: int = DEFAULT_MAX_RESIZED_PIXELS  # after the model's resize (a 20000x1 image is huge then)
@@ -78,16 +77,12 @@ class ServingConfig:
     method_options: dict[str, dict] | None = None  # per method: defaults of its own options
     vebi_relevance: str | None = None  # VEBI's relevance file (in an archive: its file name there)
 
-    def method_defaults(self) -> dict[str, dict[str, object]]:
-        """Per method name, the option defaults this config sets (Score-CAM's have their own keys)."""
-        defaults = {name: dict(values) for name, values in (self.method_options or {}).items()}
-        scorecam = {"weighting": self.scorecam_weighting, "channels": self.scorecam_channels}
-        defaults["scorecam"] = {**{k: v for k, v in scorecam.items() if v is not None}, **defaults.get("scorecam", {})}
-        return defaults
-
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> ServingConfig:
         known = {f.name for f in fields(cls)}
+        gone = sorted(set(values) & set(_GONE))
+        if gone:
+            raise ValueError(f"handler setting {gone[0]} is gone: set {_GONE[gone[0]]} instead")
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown handler setting(s) {unknown}; known: {sorted(known)}")
@@ -95,6 +90,13 @@ class ServingConfig:
         if values.get("methods") is not None:
             values["methods"] = tuple(values["methods"])
         return cls(**values)
+
+
+# Settings of earlier releases, and what replaces them.
+_GONE = {
+    "scorecam_weighting": "method_options: {scorecam: {weighting: ...}}",
+    "scorecam_channels": "method_options: {scorecam: {channels: ...}}",
+}
 
 
 @dataclass
@@ -210,12 +212,12 @@ class ExplainService:
 
     def _method_defaults(self, config: ServingConfig) -> dict[str, dict[str, object]]:
         """The config's option defaults of the served methods, checked now (a bad one fails at load)."""
-        defaults = {name: values for name, values in config.method_defaults().items() if name in self.methods}
+        defaults = {name: dict(values) for name, values in (config.method_options or {}).items() if name in self.methods}
         for name, values in defaults.items():
             try:
-                self.explainer.methods[name].parse_options(values)
+                parse_method_options(self.explainer.methods[name], values)
             except InvalidOption as error:
-                raise ValueError(f"model-config handler setting for {name}: {error}") from None
+                raise ValueError(f"model-config handler setting method_options.{name}: {error}") from None
         return defaults
 
     @staticmethod
@@ -261,19 +263,9 @@ class ExplainService:
 
     def _resolve(self, request: ExplainRequest) -> ResolvedRequest:
         try:
-            resolved = self.explainer.resolve(request)
+            return self.explainer.resolve(request)
         except InvalidOption as error:
             raise ServingError(400, str(error), error.valid, "bad_option") from None
-        method = resolved.method
-        if method.takes_contrast and self.spec.task == "classification" and resolved.target is not None:
-            if resolved.contrast == resolved.target:
-                raise ServingError(
-                    400,
-                    f"contrast: equals the target; omit contrast to ask for {method.omitted_contrast}",
-                    ["a class other than the target", "no contrast"],
-                    "bad_option",
-                )
-        return resolved
 
     def _run(self, batch: list[_Prepared]) -> list[Reply]:
         try:
