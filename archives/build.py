@@ -34,8 +34,8 @@ VERSION = "1.0"
 
 def onnx_file(model: str, layer: str | None, folder: Path) -> Path:
     """The model exported to ONNX (outputs logits and activations), for backend onnxruntime."""
+    from whyserve.backends.onnx.runtime import export_onnx
     from whyserve.models import load_model
-    from whyserve.onnx_runtime import export_onnx
 
     return export_onnx(load_model(model), folder / f"{model}.onnx", layer)
 

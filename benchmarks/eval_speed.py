@@ -23,13 +23,13 @@ import torch
 from engine_speed import interleaved_medians  # this folder: the script's path
 
 from whyserve import Explainer, ExplainRequest
+from whyserve.backends.onnx.runtime import create_session, export_onnx
 from whyserve.backends.torch_backend import TorchBackend
 from whyserve.data.flowers import generate, make_grid
 from whyserve.eval import metrics
 from whyserve.eval.passes import EvalBackend, torch_threads
 from whyserve.eval.report import SCORECAM_CHUNK, _to_tensor
 from whyserve.models import load_model
-from whyserve.onnx_runtime import create_session, export_onnx
 
 
 def _rows(name: str) -> dict[str, Callable[[], object]]:

@@ -28,9 +28,9 @@ from engine_speed import interleaved_medians  # this folder: the script's path
 from PIL import Image
 
 from whyserve import Explainer, ExplainRequest, load_model
-from whyserve.backends.ort_backend import OrtBackend
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import create_session, export_onnx
 from whyserve.eval.passes import torch_threads
-from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import photo_path
 
 ORT_BASE, TORCH_GRADCAM = "ONNX plain forward", "PyTorch prediction + Grad-CAM"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from whyserve import ExplainRequest
-from whyserve.onnx_runtime import export_onnx
+from whyserve.backends.onnx.runtime import export_onnx
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image
 from whyserve.serving.images import decode_image

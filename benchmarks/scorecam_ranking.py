@@ -23,10 +23,10 @@ import torch
 from PIL import Image, ImageOps
 
 from whyserve import Explainer, ExplainRequest, load_model
-from whyserve.backends.ort_backend import OrtBackend
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import create_session, export_onnx
 from whyserve.eval.passes import cached_forward
 from whyserve.methods.scorecam import RANKINGS, WEIGHTINGS
-from whyserve.onnx_runtime import create_session, export_onnx
 from whyserve.photos import available_photos, photo_path
 
 BALLOON = 417

@@ -23,8 +23,8 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from whyserve import Explainer, ExplainRequest, load_model
-from whyserve.backends.ort_backend import OrtBackend
-from whyserve.onnx_runtime import create_session, export_onnx
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import create_session, export_onnx
 from whyserve.photos import available_photos, photo_path
 
 WEIGHTING = "channel_softmax"  # the peer's, so the anchor row computes the same map

@@ -102,6 +102,6 @@ def test_bcos_on_a_model_without_it_names_the_models_methods():
 def test_contrast_is_refused_for_methods_without_one(bcos):
     with pytest.raises(InvalidOption) as error:
         Explainer(bcos).resolve(ExplainRequest("gradcam", contrast=1))
-    assert error.value.option == "contrast" and "bcos" in error.value.valid
+    assert error.value.option == "contrast" and "method=bcos" in error.value.valid
     with pytest.raises(InvalidOption):
         Explainer(bcos).resolve(ExplainRequest("bcos", contrast="no such class"))

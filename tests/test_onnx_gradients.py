@@ -1,14 +1,14 @@
 """Gradient methods on ONNX Runtime: the trunk on ONNX Runtime, the head above the target
-layer (found with torch.fx, whyserve.split) in PyTorch; maps equal the PyTorch path's."""
+layer (found with torch.fx, whyserve.backends.onnx.split) in PyTorch; maps equal the PyTorch path's."""
 
 import numpy as np
 import pytest
 import torch
 
 from whyserve import Explainer, ExplainRequest, InvalidOption
-from whyserve.backends.ort_backend import OrtBackend
-from whyserve.onnx_runtime import create_session, export_onnx
-from whyserve.split import HeadSplitError, split_head
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import create_session, export_onnx
+from whyserve.backends.onnx.split import HeadSplitError, split_head
 
 REQUESTS = [ExplainRequest("gradcam"), ExplainRequest("contrastive", contrast="balloon"), ExplainRequest("contrastive")]
 

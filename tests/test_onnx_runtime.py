@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from whyserve import Explainer, ExplainRequest, InvalidOption
-from whyserve.backends.ort_backend import OrtBackend
-from whyserve.onnx_runtime import InvalidOnnxModel, create_session, export_onnx, session_metadata
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import InvalidOnnxModel, create_session, export_onnx, session_metadata
 
 
 @pytest.fixture(scope="module")

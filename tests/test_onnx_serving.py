@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import CAT_CLASSES
 from serving_helpers import encoded, start_server
 from whyserve import Explainer, ExplainRequest
-from whyserve.onnx_runtime import InvalidOnnxModel
+from whyserve.backends.onnx.runtime import InvalidOnnxModel
 from whyserve.serving.service import ExplainService, ServingConfig
 
 pytestmark = pytest.mark.slow

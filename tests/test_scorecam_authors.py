@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from whyserve import Explainer, ExplainRequest
-from whyserve.backends.ort_backend import OrtBackend
-from whyserve.onnx_runtime import create_session, export_onnx
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import create_session, export_onnx
 
 # (model fixture, layer, (H, W)): non-square, and not the models' 224 x 224
 CASES = {"head": ("resnet", "layer4", (48, 64)), "mid": ("effnet", "net._blocks.4", (96, 128))}

@@ -12,9 +12,9 @@ from PIL import Image
 from whyserve.data.flowers import make_flower, make_single_part_flower
 from whyserve.methods import vebi
 from whyserve.models import load_model
-from whyserve.vebi.command import training_images
 from whyserve.vebi.features import conv_layers
 from whyserve.vebi.fit import Relevance, fit, relevance_path
+from whyserve.vebi_fit import training_images
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from whyserve import vebi_fit
 from whyserve.engine import Explainer, ExplainRequest
 from whyserve.errors import InvalidOption, ModelLoadError
 from whyserve.health import add_arguments as add_health_arguments
@@ -18,14 +19,13 @@ from whyserve.options import Declared, declared, describe_default, options_table
 from whyserve.photos import available_photos, photo_path
 from whyserve.render import encode, heatmap_image, overlay, with_colorbar
 from whyserve.serving import archive_command
-from whyserve.vebi import command as vebi_command
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whyserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     adders = (_add_explain, _add_client, _add_demo, _add_export, _add_eval, _add_serve_kserve, _add_healthcheck, _add_options)
-    for add in (*adders, vebi_command.add_parser, archive_command.add_parser):
+    for add in (*adders, vebi_fit.add_parser, archive_command.add_parser):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -256,7 +256,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from whyserve.onnx_runtime import create_session, export_onnx
+    from whyserve.backends.onnx.runtime import create_session, export_onnx
 
     path = export_onnx(load_model(args.model, args.weights), args.out or Path(f"{args.model}.onnx"), args.layer)
     create_session(path)  # refuses a file whose outputs are not (logits, activations)

@@ -18,7 +18,7 @@ from whyserve.backends import Backend
 from whyserve.backends.torch_backend import TorchBackend
 from whyserve.errors import InvalidOption
 from whyserve.methods import Explanation, Method, MethodBatch, Needs, ResolvedRequest, all_methods
-from whyserve.methods.registry import parse_method_options, requirement_of
+from whyserve.methods.registry import methods_for, parse_method_options, requirement_of
 from whyserve.models import ModelSpec
 from whyserve.targets import resolve_class
 
@@ -85,7 +85,7 @@ class Explainer:
         self.backend = backend if backend is not None else TorchBackend(spec, layer)
         self.layer_name = self.backend.layer_name
         self.scorecam_chunk = scorecam_chunk
-        self.methods: dict[str, Method] = {m.name: m for m in all_methods() if m.supports(spec) and self.backend.supports(m)}
+        self.methods: dict[str, Method] = {m.name: m for m in methods_for(spec) if m.needs in self.backend.provides}
 
     @property
     def device(self) -> torch.device:
@@ -99,8 +99,8 @@ class Explainer:
 
     def why_unsupported(self, name: object) -> str:
         """ "; <why>" when the backend cannot run a method this model otherwise supports, else ""."""
-        method = next((m for m in all_methods() if m.name == name and m.supports(self.spec)), None)
-        return self.backend.why_not(method) if method is not None else ""
+        method = next((m for m in methods_for(self.spec) if m.name == name), None)
+        return self.backend.why_not(method.needs) if method is not None else ""
 
     def resolve(self, request: ExplainRequest) -> ResolvedRequest:
         """Check ``request`` and resolve it (indices, values, parsed options), before any work;

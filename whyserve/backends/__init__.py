@@ -7,41 +7,12 @@ interface ``Backend``; ``open_backend`` picks one at load.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
 
-import torch
-from torch import nn
-
-from whyserve.methods.base import Method
 from whyserve.models import ModelSpec
+from whyserve.types import Backend
 
 BACKENDS = ("torch", "onnxruntime")
-
-
-class Backend(Protocol):
-    name: str  # what ran, as responses report it: "torch:cpu", "onnxruntime:CPUExecutionProvider"
-    layer_name: str  # the target layer whose activations ``forward`` returns
-    device: torch.device  # where input tensors must be
-    model: nn.Module | None  # the PyTorch model, for methods with their own pass (None: not PyTorch)
-
-    def supports(self, method: Method) -> bool: ...
-
-    def why_not(self, method: Method) -> str:
-        """ "; <why this backend cannot run method>", or "" when it can."""
-
-    def running(self) -> AbstractContextManager[None]:
-        """The context every pass of one batch runs in (eval mode, no graph by default)."""
-
-    def forward(self, images: torch.Tensor, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and target-layer activations of one pass; ``graph``: autograd from the layer up."""
-
-    def masked_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a plain pass (no hooks, no graph), inside ``running()``."""
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a plain pass, on its own."""
 
 
 def open_backend(
@@ -55,9 +26,9 @@ def open_backend(
 
         return TorchBackend(spec, layer)
     if kind == "onnxruntime":
-        from whyserve.backends.ort_backend import OrtBackend
+        from whyserve.backends.onnx.backend import OrtBackend
+        from whyserve.backends.onnx.runtime import create_session
         from whyserve.models.onnx_source import OnnxModel
-        from whyserve.onnx_runtime import create_session
 
         if isinstance(spec.module, OnnxModel):  # source onnx: the graph rewritten at load, no PyTorch model
             return OrtBackend(create_session(spec.module.serialized, threads))

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import torch
 
 from whyserve.layers import LayerCapture, channels_last, eval_mode, find_target_layer, get_layer
-from whyserve.methods.base import Method
 from whyserve.models import ModelSpec
+from whyserve.types import Needs
 
 
 class TorchBackend:
@@ -33,10 +33,9 @@ class TorchBackend:
     def name(self) -> str:
         return f"torch:{self.device.type}"
 
-    def supports(self, method: Method) -> bool:
-        return True
+    provides = frozenset(Needs)
 
-    def why_not(self, method: Method) -> str:
+    def why_not(self, needs: Needs) -> str:
         return ""
 
     @contextmanager

@@ -25,10 +25,10 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from whyserve.backends.ort_backend import OrtBackend
+from whyserve.backends.onnx.backend import OrtBackend
+from whyserve.backends.onnx.runtime import create_session, export_onnx
 from whyserve.backends.torch_backend import TorchBackend
 from whyserve.models import ModelSpec
-from whyserve.onnx_runtime import create_session, export_onnx
 
 
 class EvalBackend(TorchBackend):

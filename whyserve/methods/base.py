@@ -1,70 +1,25 @@
-"""What every explanation method shares: the result type, the method interface, the batch a
-method's compute step receives, and the CAM arithmetic (map from channel weights, scaling)."""
+"""What every explanation method shares: the method interface, the batch a method's compute
+step receives, and the CAM arithmetic (map from channel weights, scaling). The result and
+request types are ``whyserve.types``' (re-exported here)."""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from whyserve.options import NoOptions, declared
+from whyserve.types import Backend, Explanation, Needs, ResolvedRequest
 
 if TYPE_CHECKING:
-    from whyserve.backends import Backend
     from whyserve.models import ModelSpec
+
+__all__ = ["Explanation", "Method", "MethodBatch", "Needs", "ResolvedRequest"]
 
 # pytorch-grad-cam's scale_cam_image divides by (max + 1e-7); the same epsilon keeps parity.
 _EPS = 1e-7
-
-
-@dataclass
-class Explanation:
-    """One image's explanation: maps are float32 in [0, 1], high = evidence for the answer."""
-
-    method: str
-    target: int
-    contrast: int | float | None
-    layer: str
-    heatmap: np.ndarray  # (H, W): at the model's input size
-    layer_heatmap: np.ndarray  # (h, w): at the target layer's size
-    timing_ms: dict[str, float] = field(default_factory=dict)
-    # B-cos only (whyserve.methods.bcos): the signed contribution map (H, W), which sums to
-    # the logit (or logit difference), and the RGBA colour image (H, W, 4) in [0, 1].
-    contributions: np.ndarray | None = None
-    color_image: np.ndarray | None = None
-    # FGVis only (whyserve.methods.fgvis): the explanation image e as 8-bit RGB (H, W, 3), a valid
-    # model input; ``details``: method facts the response reports (game, iterations, p(e), ...).
-    image: np.ndarray | None = None
-    details: dict[str, object] = field(default_factory=dict)
-    # VEBI only (whyserve.methods.vebi): the features shown, [{layer, channel, relevance}], sorted.
-    features: list[dict] | None = None
-
-
-class Needs(enum.Enum):
-    """What a method needs from the engine and the backend."""
-
-    LAYER_GRADIENT = "gradients above the target layer"  # the shared forward records a graph from the layer up
-    MASKED_FORWARDS = "masked forwards"  # gradient-free: plain forwards of the backend (also ONNX Runtime)
-    MODEL_PASS = "a model-specific pass"  # its own pass through the PyTorch model (B-cos, VEBI)
-    OPTIMISATION = "an optimisation over the input"  # iterates forwards/backwards through the PyTorch model (FGVis)
-
-
-@dataclass(frozen=True)
-class ResolvedRequest:
-    """A request checked and resolved once (``Explainer.resolve``): what every later step uses.
-
-    ``target`` is a class index (None: the top-1 of the shared forward), ``contrast`` a class
-    index, a value (regression) or None (omitted: ``Method.contrast_for`` says what it means),
-    ``options`` an instance of the method's options dataclass (``Method.options``)."""
-
-    method: Method
-    target: int | None = None
-    contrast: int | float | None = None
-    options: Any = None
 
 
 @dataclass

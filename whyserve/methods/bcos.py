@@ -10,7 +10,7 @@ x = [r, g, b, 1-r, 1-g, 1-b] is exactly W(x)[target], so
 sums to the logit (minus its bias; B-cos models have none). Contrastive B-cos ("why P,
 rather than Q?") is the same for y_P - y_Q: C_P - C_Q, which sums to the logit difference.
 
-The encoded input is the output of the module named by ``ModelSpec.bcos_input``
+The encoded input is the output of the module named by the network's ``bcos_input`` attribute
 (the network takes RGB in [0, 1] and encodes it itself), so the model stays callable like
 any other and the maps are over the six channels the B-cos layers really see.
 
@@ -97,7 +97,7 @@ def color_image(encoded: torch.Tensor, weights: torch.Tensor, smooth: int = 15, 
 
 @register
 class Bcos(Method):
-    """B-cos models only (``ModelSpec.bcos_input`` names the encoded input)."""
+    """B-cos models only: the network names its encoded-input module in its ``bcos_input`` attribute."""
 
     name = "bcos"
     needs = Needs.MODEL_PASS
@@ -106,7 +106,7 @@ class Bcos(Method):
     help = "B-cos models: the exact contribution map sum_c x*W(x) (with a contrast: of y_P - y_Q)"
 
     def supports(self, spec: ModelSpec) -> bool:
-        return spec.bcos_input is not None
+        return isinstance(getattr(spec.module, "bcos_input", None), str)
 
     def requirement(self) -> str:
         # B-cos maps are exact only for a network built of B-cos layers; on any other they would be a gradient x input
@@ -117,7 +117,7 @@ class Bcos(Method):
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
         contrasts = [batch.contrast(k) for k in range(len(batch.rows))]
-        return explain(batch.backend.model, batch.spec.bcos_input, batch.images[batch.rows], batch.targets, contrasts)
+        return explain(batch.backend.model, batch.spec.module.bcos_input, batch.images[batch.rows], batch.targets, contrasts)
 
 
 def explain(

@@ -14,6 +14,7 @@ from typing import Any
 
 from whyserve.errors import InvalidOption
 from whyserve.methods.base import Method
+from whyserve.models import ModelSpec
 from whyserve.options import parse
 
 REGISTRY: dict[str, Method] = {}
@@ -44,6 +45,11 @@ def requirement_of(name: object) -> str:
     _import_builtin()
     method = REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
     return f"; {method.requirement()}" if method is not None and method.requirement() else ""
+
+
+def methods_for(spec: ModelSpec) -> tuple[Method, ...]:
+    """The registered methods that can explain ``spec``'s model (B-cos needs a B-cos model)."""
+    return tuple(m for m in all_methods() if m.supports(spec))
 
 
 def parse_method_options(method: Method, raw: Mapping[str, object]) -> Any:

@@ -25,6 +25,7 @@ from whyserve.layers import eval_mode
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
 from whyserve.methods.registry import register
 from whyserve.options import option
+from whyserve.shipped import RELEVANCE_SUFFIX, weights_folder
 from whyserve.vebi.features import capture, responses
 from whyserve.vebi.fit import Relevance
 from whyserve.vebi.propagation import propagate, saliency
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 NAME = "vebi"
 DEFAULT_FEATURES = 3
 MAX_FEATURES = 16
+RELEVANCE = "vebi_relevance"  # the role of the relevance file in ``ModelSpec.files``
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,12 @@ def load_relevance(path: str) -> Relevance:
 
 def models_with_relevance() -> list[str]:
     """The models whose relevance file ships with whyserve (``whyserve vebi-fit`` writes them)."""
-    from whyserve.models.flowers import WEIGHTS
-
-    return sorted(p.name.removesuffix(".vebi.json") for p in WEIGHTS.glob("*.vebi.json"))
+    return sorted(p.name.removesuffix(RELEVANCE_SUFFIX) for p in weights_folder().glob(f"*{RELEVANCE_SUFFIX}"))
 
 
 @register
 class Vebi(Method):
-    """Models with a relevance file only (``ModelSpec.vebi_relevance``)."""
+    """Models with a relevance file only (``ModelSpec.files["vebi_relevance"]``)."""
 
     name = NAME
     needs = Needs.MODEL_PASS
@@ -120,7 +120,7 @@ class Vebi(Method):
     help = "models with a VEBI relevance file: the top relevant internal features, propagated to the pixels"
 
     def supports(self, spec: ModelSpec) -> bool:
-        return spec.vebi_relevance is not None
+        return RELEVANCE in spec.files
 
     def requirement(self) -> str:
         shipped = ", ".join(models_with_relevance())
@@ -130,7 +130,7 @@ class Vebi(Method):
         return 1.0 + 2.0 * (request.options.features)  # its own forward; one forward+backward per feature
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
-        relevance = load_relevance(str(batch.spec.vebi_relevance))
+        relevance = load_relevance(str(batch.spec.files[RELEVANCE]))
         model, images = batch.backend.model, batch.images[batch.rows]
         r = relevances(relevance, image_responses(model, relevance, images), batch.targets)
         out = []

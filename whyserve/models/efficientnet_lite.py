@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from whyserve.models import ModelSpec, load_state_dict_file, register
 from whyserve.models.imagenet import IMAGENET_CLASSES, resize_crop
+from whyserve.models.spec import ModelSpec, load_state_dict_file, register
 
 
 class EfficientNetLite(nn.Module):

@@ -26,9 +26,10 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from whyserve.data.flowers import CLASS_NAMES, NUM_CLASSES, SINGLE_CLASS_NAMES, SINGLE_NUM_CLASSES, SIZE
-from whyserve.models import ModelSpec, load_state_dict_file, register
+from whyserve.models.spec import ModelSpec, load_state_dict_file, register
+from whyserve.shipped import weights_folder
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = weights_folder()
 WIDTHS = (16, 32, 64, 64)
 
 
@@ -65,6 +66,8 @@ def _bcos_norm(channels: int) -> BatchNormUncentered2d:
 
 
 class FlowersBcos(BcosUtilMixin, nn.Module):
+    bcos_input = "add_inverse"  # the module whose output is the six-channel input the B-cos layers see (whyserve.methods.bcos)
+
     def __init__(self, widths: tuple[int, ...] = WIDTHS, classes: int = NUM_CLASSES, b: float = 2.0) -> None:
         super().__init__()
         self.add_inverse = AddInverse()
@@ -115,9 +118,7 @@ def _spec(
     name: str,
     module: nn.Module,
     weights: str | Path | None,
-    bcos_input: str | None = None,
     class_names: tuple[str, ...] = CLASS_NAMES,
-    vebi_mu: float | None = None,
 ) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -127,25 +128,21 @@ def _spec(
         input_size=(SIZE, SIZE),
         target_layer="blocks.3",  # 64 x 12 x 12, the last feature block
         class_names=class_names,
-        bcos_input=bcos_input,
-        vebi_relevance=_relevance(name),
-        vebi_mu=vebi_mu,
+        files={"vebi_relevance": path} if (path := _relevance(name)) else {},
     )
 
 
 @register("flowers_cnn")
 def flowers_cnn(weights: str | Path | None = None) -> ModelSpec:
-    # vebi_mu: the L1 bound of VEBI's class weights; 5, the seed code's value for an8Flower
-    return _spec("flowers_cnn", FlowersCNN(), weights, vebi_mu=5.0)
+    return _spec("flowers_cnn", FlowersCNN(), weights)
 
 
 @register("flowers_part")
 def flowers_part(weights: str | Path | None = None) -> ModelSpec:
     module = FlowersCNN(classes=SINGLE_NUM_CLASSES)
-    return _spec("flowers_part", module, weights, class_names=SINGLE_CLASS_NAMES, vebi_mu=5.0)
+    return _spec("flowers_part", module, weights, class_names=SINGLE_CLASS_NAMES)
 
 
 @register("flowers_bcos")
 def flowers_bcos(weights: str | Path | None = None) -> ModelSpec:
-    # bcos_input: the module whose output is the six-channel input the B-cos layers see
-    return _spec("flowers_bcos", FlowersBcos(), weights, bcos_input="add_inverse")
+    return _spec("flowers_bcos", FlowersBcos(), weights)

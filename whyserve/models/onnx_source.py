@@ -23,7 +23,7 @@ from torch import nn
 
 from whyserve.errors import ModelLoadError
 from whyserve.layers import is_spatial_map, larger_size, token_grid
-from whyserve.models import ModelSpec
+from whyserve.models.spec import ModelSpec
 from whyserve.models.user_files import Preprocess, read_class_names
 
 INPUT, LOGITS, ACTIVATIONS = "input", "logits", "activations"

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from whyserve.data.flowers import SIZE
-from whyserve.models import ModelSpec, register
 from whyserve.models.flowers import WIDTHS, FlowersCNN, load_weights, normalize, view
+from whyserve.models.spec import ModelSpec, register
 
 OUTPUT_NAME = "noise strength"
 

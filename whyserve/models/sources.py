@@ -43,7 +43,7 @@ import torchvision
 from torch import nn
 
 from whyserve.errors import ModelLoadError
-from whyserve.models import ModelSpec, load_state_dict_file
+from whyserve.models.spec import ModelSpec, load_state_dict_file
 from whyserve.models.user_files import INTERPOLATIONS, Preprocess, read_class_names
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from torchvision import models
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from whyserve.models import ModelSpec, load_state_dict_file, register
 from whyserve.models.imagenet import IMAGENET_CLASSES, resize_crop
+from whyserve.models.spec import ModelSpec, load_state_dict_file, register
 
 _MEAN = [0.485, 0.456, 0.406]
 _STD = [0.229, 0.224, 0.225]

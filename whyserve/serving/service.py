@@ -141,7 +141,12 @@ def load_spec(config: ServingConfig) -> ModelSpec:
     """The model the config names, registered (``model``) or the user's own (``source``), with
     its VEBI relevance file when the config names one."""
     spec = _model(config)
-    return replace(spec, vebi_relevance=Path(config.vebi_relevance)) if config.vebi_relevance else spec
+    if config.vebi_relevance is None:
+        return spec
+    path = Path(config.vebi_relevance)
+    if not path.is_file():
+        raise ModelLoadError(f"vebi_relevance {config.vebi_relevance}: no such file (whyserve vebi-fit writes one)")
+    return replace(spec, files={**spec.files, "vebi_relevance": path})
 
 
 def _model(config: ServingConfig) -> ModelSpec:

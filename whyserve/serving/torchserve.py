@@ -73,8 +73,8 @@ class TorchServeHandler:
             self.service.methods,
             self.service.config.default_method,
         )
-        if self.service.spec.vebi_relevance is not None:
-            logger.info("whyserve: VEBI relevance file %s", self.service.spec.vebi_relevance)
+        if "vebi_relevance" in self.service.spec.files:
+            logger.info("whyserve: VEBI relevance file %s", self.service.spec.files["vebi_relevance"])
         self.initialized = True
 
     @staticmethod

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from whyserve.models import ModelSpec
+from whyserve.shipped import RELEVANCE_SUFFIX, weights_folder
 from whyserve.vebi.features import FeatureIndex, conv_layers, describe
 from whyserve.vebi.solver import l1_ball_least_squares
 
@@ -102,9 +103,8 @@ def fit(
 
 
 def relevance_path(model: str) -> Path:
-    from whyserve.models.flowers import WEIGHTS
-
-    return WEIGHTS / f"{model}.vebi.json"
+    """Where a shipped model's relevance file lives."""
+    return weights_folder() / f"{model}{RELEVANCE_SUFFIX}"
 
 
 def summary(relevance: Relevance, class_names: tuple[str, ...] | None) -> str:

@@ -1,7 +1,7 @@
 """The ONNX Runtime backend: predictions and Score-CAM on an ``InferenceSession`` of a model
-exported by ``whyserve.onnx_runtime.export_onnx``, and gradient methods by splitting the
+exported by ``whyserve.backends.onnx.runtime.export_onnx``, and gradient methods by splitting the
 model at the target layer: ONNX Runtime runs the trunk (input -> activations), the head above
-the layer (``whyserve.split``) runs in PyTorch, so autograd starts at the layer as in
+the layer (``whyserve.backends.onnx.split``) runs in PyTorch, so autograd starts at the layer as in
 ``TorchBackend`` and the maps equal its own.
 
 The .onnx keeps its full-model ``logits`` output: predictions and Score-CAM's masked forwards
@@ -19,11 +19,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from whyserve.backends.onnx.runtime import INPUT, META_LAYER, OUTPUTS, session_metadata
+from whyserve.backends.onnx.split import HeadSplitError, split_head
 from whyserve.layers import eval_mode
-from whyserve.methods.base import Method, Needs
 from whyserve.models import ModelSpec
-from whyserve.onnx_runtime import INPUT, META_LAYER, OUTPUTS, session_metadata
-from whyserve.split import HeadSplitError, split_head
+from whyserve.types import Needs
 
 logger = logging.getLogger(__name__)
 # The head's logits from ONNX Runtime's activations must match ONNX Runtime's logits (same weights).
@@ -54,11 +54,12 @@ class OrtBackend:
     def name(self) -> str:
         return f"onnxruntime:{self.session.get_providers()[0]}"
 
-    def supports(self, method: Method) -> bool:
-        return method.needs is Needs.MASKED_FORWARDS or (method.needs is Needs.LAYER_GRADIENT and self.head is not None)
+    @property
+    def provides(self) -> frozenset[Needs]:
+        return frozenset({Needs.MASKED_FORWARDS} | ({Needs.LAYER_GRADIENT} if self.head is not None else set()))
 
-    def why_not(self, method: Method) -> str:
-        return "" if self.supports(method) else f"; not on ONNX Runtime: {self.head_error}"
+    def why_not(self, needs: Needs) -> str:
+        return "" if needs in self.provides else f"; not on ONNX Runtime: {self.head_error}"
 
     @contextmanager
     def running(self) -> Iterator[None]:

@@ -1,6 +1,6 @@
 """Score-CAM on ONNX Runtime: export a model with its target-layer activations as a second
 output, and open an ``onnxruntime.InferenceSession`` on it (run by
-``whyserve.backends.ort_backend.OrtBackend``: only the forward passes run on ONNX Runtime,
+``whyserve.backends.onnx.backend.OrtBackend``: only the forward passes run on ONNX Runtime,
 the masks, weights and maps are the engine's own code, so the maps equal the PyTorch path's).
 """
 

@@ -21,11 +21,11 @@ from PIL import Image
 from whyserve.data.flowers import as_arrays, balanced_labels, generate, generate_single_part
 from whyserve.models import ModelSpec, load_model
 from whyserve.serving.service import archived_spec
-from whyserve.vebi.fit import FIT_SEED, fit, overlap, relevance_path, summary
+from whyserve.vebi.fit import FIT_SEED, Relevance, fit, overlap, relevance_path, summary
 
 # The generated flowers each model was trained on (its training distribution), by model.
 TRAINING_DATA = {"flowers_cnn": generate, "flowers_bcos": generate, "flowers_part": generate_single_part}
-DEFAULT_MU = 10.0  # the seed code's mu; models set their own in ModelSpec.vebi_mu
+DEFAULT_MU = 10.0  # the seed code's mu; a model with a relevance file keeps the mu it was fitted with
 
 
 def add_parser(commands) -> None:
@@ -39,7 +39,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("--images", type=int, default=800, help="generated training flowers, balanced classes (default: 800)")
     parser.add_argument("--seed", type=int, default=FIT_SEED, help=f"generator seed (default: {FIT_SEED}; no evaluation uses it)")
-    parser.add_argument("--mu", type=float, help="L1 bound of each class's weights (default: the model's vebi_mu)")
+    parser.add_argument("--mu", type=float, help="L1 bound of each class's weights (default: its relevance file's, else 10)")
     parser.add_argument("--layers", nargs="+", help="layer names (default: every conv layer, after its ReLU)")
     parser.add_argument("--iterations", type=int, default=3000, help="projected-gradient iterations (default: 3000)")
     parser.add_argument("--out", type=Path, help="relevance file (default: beside the model's weights)")
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     with tempfile.TemporaryDirectory() as unpacked:
         spec = archived_spec(args.archive, Path(unpacked)) if args.archive else load_model(args.model)
-        mu = args.mu if args.mu is not None else (spec.vebi_mu or DEFAULT_MU)
+        fitted = spec.files.get("vebi_relevance")
+        mu = args.mu if args.mu is not None else Relevance.load(fitted).mu if fitted else DEFAULT_MU
         start = time.perf_counter()
         if args.archive:
             x, y = folder_images(spec, args.image_folder)
