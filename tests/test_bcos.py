@@ -31,8 +31,8 @@ def test_contribution_map_sums_to_the_logit(bcos, batch):
     logits = result.logits.double()
     for i, e in enumerate(result.explanations):
         assert e.method == "bcos" and e.contrast is None and e.layer == "add_inverse"
-        assert e.contributions.shape == (96, 96)
-        total = float(e.contributions.astype(np.float64).sum())
+        assert e.artifacts["contributions"].shape == (96, 96)
+        total = float(e.artifacts["contributions"].astype(np.float64).sum())
         assert _close(total, float(logits[i, e.target])), (total, float(logits[i, e.target]))
     assert result.explanations[2].target == int(logits[2].argmax())
 
@@ -44,17 +44,21 @@ def test_contrastive_contribution_map_sums_to_the_logit_difference(bcos, batch):
     for i, (e, r) in enumerate(zip(result.explanations, requests)):
         assert e.contrast == r.contrast
         difference = float(result.logits[i, e.target] - result.logits[i, e.contrast])
-        assert _close(float(e.contributions.astype(np.float64).sum()), difference)
+        assert _close(float(e.artifacts["contributions"].astype(np.float64).sum()), difference)
 
 
 def test_heatmap_is_the_positive_part_normalised_by_its_maximum(bcos, batch):
     x, labels = batch
     e = Explainer(bcos).explain(x[:1], [ExplainRequest("bcos", target=labels[0])]).explanations[0]
     assert e.heatmap.dtype == np.float32 and e.heatmap.shape == (96, 96)
-    positive = np.clip(e.contributions, 0, None)
+    positive = np.clip(e.artifacts["contributions"], 0, None)
     assert np.allclose(e.heatmap, positive / positive.max(), atol=1e-6)
     assert e.heatmap.max() == pytest.approx(1.0)
-    assert e.color_image.shape == (96, 96, 4) and e.color_image.min() >= 0 and e.color_image.max() <= 1
+    assert (
+        e.artifacts["bcos_color"].shape == (96, 96, 4)
+        and e.artifacts["bcos_color"].min() >= 0
+        and e.artifacts["bcos_color"].max() <= 1
+    )
 
 
 def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
@@ -69,7 +73,7 @@ def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
     handle.remove()
     expected = (encoded * encoded.grad).sum(1)[0].detach().numpy()
     e = Explainer(bcos).explain(x[:1], [ExplainRequest("bcos", target=labels[0])]).explanations[0]
-    assert np.allclose(e.contributions, expected, atol=1e-6)
+    assert np.allclose(e.artifacts["contributions"], expected, atol=1e-6)
     assert not any(m.detach for m in model.modules() if hasattr(m, "set_explanation_mode"))  # mode restored
 
 
@@ -88,7 +92,7 @@ def test_mixed_batch_and_inference_mode(bcos, batch):
     assert result.explanations[2] is None
     assert [e.method for e in result.explanations if e] == ["bcos", "gradcam", "contrastive", "scorecam", "bcos"]
     assert all(e.heatmap.shape == (96, 96) for e in result.explanations if e)
-    assert result.explanations[1].contributions is None
+    assert "contributions" not in result.explanations[1].artifacts
 
 
 def test_bcos_on_a_model_without_it_names_the_models_methods():

@@ -164,10 +164,12 @@ def test_fgvis_in_a_mixed_batch_keeps_each_target_and_reports_its_run(flowers, f
     assert second.details == {**second.details, "game": "preservation", "defense": False, "reference": "mean", "iterations": 8}
     for e in (first, second):
         assert e.heatmap.shape == (96, 96) and 0 <= e.heatmap.min() and e.heatmap.max() <= 1
-        assert e.image.shape == (96, 96, 3) and e.image.dtype == np.uint8
+        assert e.artifacts["explanation_image"].shape == (96, 96, 3) and e.artifacts["explanation_image"].dtype == np.uint8
     # the explanation image is what the model scores: p(e) as reported
     with torch.no_grad():
-        p = torch.softmax(flowers.module(flowers.normalize(Image.fromarray(first.image))[None]), 1)[0, labels[0]]
+        p = torch.softmax(flowers.module(flowers.normalize(Image.fromarray(first.artifacts["explanation_image"]))[None]), 1)[
+            0, labels[0]
+        ]
     assert abs(float(p) - first.details["probability"]) < 0.02  # 8-bit rounding of e
     assert first.details["probability"] < 0.5
 

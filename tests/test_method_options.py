@@ -93,3 +93,31 @@ def test_the_readme_table_is_the_generated_one():
     table = re.search(r"<!-- method options:[^\n]*-->\n(.*?)<!-- end of method options -->", text, re.S)
     assert table is not None, "README lost its generated method-options table"
     assert table.group(1) == options_table({m.name: m.options for m in all_methods()}), "run `whyserve options` into README"
+
+
+def test_a_methods_own_output_is_served_by_its_kind():
+    import base64
+    import io
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from whyserve.data.flowers import make_flower
+    from whyserve.serving import ExplainService, ServingConfig
+
+    service = ExplainService(ServingConfig(model="flowers_bcos"))
+    buffer = io.BytesIO()
+    Image.fromarray(make_flower(2, 0).image).save(buffer, format="PNG")
+    ask = {"X-Explain-Method": "bcos", "X-Explain-Outputs": "bcos_color,contributions", "X-Explain-Target": "2"}
+    (reply,) = service.handle([({"body": buffer.getvalue()}, ask)])
+    body = json.loads(reply.body)["explanation"]
+    colour = Image.open(io.BytesIO(base64.b64decode(body["bcos_color"]["data"])))
+    assert reply.status == 200 and colour.mode == "RGBA" and colour.size == (96, 96)
+    contributions = np.asarray(body["contributions"]["data"], dtype=np.float64)
+    assert contributions.shape == (96, 96) and "heatmap" not in body
+    x = service.spec.preprocess(Image.open(buffer))[None]
+    with torch.no_grad():
+        logit = float(service.spec.module(x)[0, 2])
+    assert abs(contributions.sum() - logit) < 1e-3 * max(1.0, abs(logit))  # B-cos: the map sums to the logit

@@ -377,7 +377,7 @@ def test_vebi_fitted_on_a_users_images_is_served(server, store, tmp_path):
     assert {f["layer"] for f in features} <= {"features.1", "features.4"}
     spec, _ = in_process(store, "tiny_net_vebi", tmp_path)
     x = spec.preprocess(Image.open(photo_path("chelsea")))[None]
-    ours = Explainer(spec).explain(x, [ExplainRequest("vebi", 1)]).explanations[0].features
+    ours = Explainer(spec).explain(x, [ExplainRequest("vebi", 1)]).explanations[0].artifacts["features"]
     assert [(f["layer"], f["channel"]) for f in features] == [(f["layer"], f["channel"]) for f in ours]
 
 

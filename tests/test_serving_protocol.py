@@ -92,6 +92,8 @@ def test_bad_bodies_say_what_is_wrong(fields, headers, message):
         ({"method": "scorecam", "channels": "most"}, "'most' is not an integer", "all"),
         ({"method": "scorecam", "channels": 0}, "0 is out of range", "an integer >= 1"),
         ({"method": "gradcam", "channels": 8}, "takes no channels", "method=scorecam"),
+        ({"method": "gradcam", "outputs": "heatmap,bcos_color"}, "method 'gradcam' does not make bcos_color", "values"),
+        ({"method": "scorecam", "outputs": ["explanation_image"]}, "does not make explanation_image", "overlay"),
     ],
 )
 def test_bad_options_name_the_valid_values(options, message, valid, service, chelsea_png):

@@ -95,8 +95,8 @@ def test_vebi_through_the_engine_equals_the_method_and_shares_a_batch_with_gradc
         explanation = result.explanations[row]
         np.testing.assert_allclose(explanation.heatmap, heatmap, atol=1e-6)
         k = 3 if row == 0 else 2
-        assert explanation.features == [f.to_json() for f in features[:k]]
-    assert result.explanations[1].method == "gradcam" and result.explanations[1].features is None
+        assert explanation.artifacts["features"] == [f.to_json() for f in features[:k]]
+    assert result.explanations[1].method == "gradcam" and result.explanations[1].artifacts == {}
 
 
 def test_vebi_on_a_model_without_relevance_file_names_the_models_with_one():

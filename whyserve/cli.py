@@ -183,10 +183,10 @@ def _explain(args: argparse.Namespace) -> int:
         what = _describe(explanation.method, _label(explanation.target, names), _label(explanation.contrast, names))
         stem = args.out / Path(path).stem
         heatmap_image(explanation.heatmap).save(f"{stem}_heatmap.png")
-        if explanation.image is not None:  # FGVis: the explanation image e, a valid model input
-            Image.fromarray(explanation.image).save(f"{stem}_explanation.png")
+        if "explanation_image" in explanation.artifacts:  # FGVis: the explanation image e, a valid model input
+            Image.fromarray(explanation.artifacts["explanation_image"]).save(f"{stem}_explanation.png")
         Path(f"{stem}_overlay.png").write_bytes(encode(with_colorbar(overlay(view, explanation.heatmap), what)))
-        shown = f"{what}: {stem}_overlay.png, {stem}_heatmap.png" + _features(explanation.features)
+        shown = f"{what}: {stem}_overlay.png, {stem}_heatmap.png" + _features(explanation.artifacts.get("features"))
         tqdm.write(_report(name, result.predictions(0, spec, args.topk), shown))
     return 1 if failures else 0
 

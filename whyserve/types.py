@@ -28,16 +28,27 @@ class Explanation:
     heatmap: np.ndarray  # (H, W): at the model's input size
     layer_heatmap: np.ndarray  # (h, w): at the target layer's size
     timing_ms: dict[str, float] = field(default_factory=dict)
-    # B-cos only (whyserve.methods.bcos): the signed contribution map (H, W), which sums to
-    # the logit (or logit difference), and the RGBA colour image (H, W, 4) in [0, 1].
-    contributions: np.ndarray | None = None
-    color_image: np.ndarray | None = None
-    # FGVis only (whyserve.methods.fgvis): the explanation image e as 8-bit RGB (H, W, 3), a valid
-    # model input; ``details``: method facts the response reports (game, iterations, p(e), ...).
-    image: np.ndarray | None = None
-    details: dict[str, object] = field(default_factory=dict)
-    # VEBI only (whyserve.methods.vebi): the features shown, [{layer, channel, relevance}], sorted.
-    features: list[dict] | None = None
+    details: dict[str, object] = field(default_factory=dict)  # method facts the reply reports (FGVis: game, p(e), ...)
+    # The method's own outputs, by the name its ``Method.outputs`` declares (B-cos: bcos_color).
+    artifacts: dict[str, object] = field(default_factory=dict)
+
+
+class OutputKind(enum.Enum):
+    """How a reply carries an output."""
+
+    IMAGE = "image"  # (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or floats in [0, 1]: a PNG
+    ARRAY = "array"  # (H, W) floats: {width, height, data} of numbers
+    JSON = "json"  # JSON as it is
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output a method makes beyond the core ones (heatmap, overlay, values)."""
+
+    kind: OutputKind
+    help: str
+    always: bool = False  # in every reply of the method, not asked for by ``outputs``
+    decimals: int = 4  # ARRAY: the numbers' rounding
 
 
 class Needs(enum.Enum):

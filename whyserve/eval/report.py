@@ -233,7 +233,7 @@ def grid_scores(explainer: Explainer, method: str, cells: list[tuple[Grid, int]]
     explanations = _maps(explainer, images, [ExplainRequest(method, target=grid.labels[c]) for grid, c in cells])
     scores = []
     for (_, c), e in zip(cells, explanations):
-        saliency = e.contributions if e.contributions is not None else e.heatmap
+        saliency = e.artifacts.get("contributions", e.heatmap)
         scores.append(metrics.grid_pointing_game(saliency, c))
     return scores
 
@@ -277,7 +277,7 @@ def _plain(report: Report, name: str, method: str, run: tuple, data: _Flowers, f
         report.rows[row]["grid PG fair"] += grid_scores(explainer, method, data.fair_cells)
     figure_maps[row] = [e.heatmap for e in explanations[:3]]
     if method == "bcos":  # the B-cos papers' rendering: colour from W(x), alpha from its norm
-        figure_maps[f"{row} colour image"] = [e.color_image for e in explanations[:3]]
+        figure_maps[f"{row} colour image"] = [e.artifacts["bcos_color"] for e in explanations[:3]]
     return explanations
 
 

@@ -3,7 +3,7 @@
 A new method is one file here: a ``Method`` subclass decorated with ``@register`` (every
 module of this package is imported when the registry is first read)."""
 
-from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, Output, OutputKind, ResolvedRequest
 from whyserve.methods.registry import REGISTRY, all_methods, get_method, method_names, register
 
 METHODS: tuple[str, ...] = method_names()  # the built-in methods; method_names() also lists later registrations
@@ -15,6 +15,8 @@ __all__ = [
     "Method",
     "MethodBatch",
     "Needs",
+    "Output",
+    "OutputKind",
     "ResolvedRequest",
     "all_methods",
     "get_method",

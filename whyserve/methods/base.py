@@ -4,6 +4,7 @@ request types are ``whyserve.types``' (re-exported here)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -11,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from whyserve.options import NoOptions, declared
-from whyserve.types import Backend, Explanation, Needs, ResolvedRequest
+from whyserve.types import Backend, Explanation, Needs, Output, OutputKind, ResolvedRequest
 
 if TYPE_CHECKING:
     from whyserve.models import ModelSpec
 
-__all__ = ["Explanation", "Method", "MethodBatch", "Needs", "ResolvedRequest"]
+__all__ = ["Explanation", "Method", "MethodBatch", "Needs", "Output", "OutputKind", "ResolvedRequest"]
 
 # pytorch-grad-cam's scale_cam_image divides by (max + 1e-7); the same epsilon keeps parity.
 _EPS = 1e-7
@@ -54,6 +55,8 @@ class Method:
     omitted_contrast: ClassVar[str] = ""
     # This method's options (besides method/target/contrast): a dataclass of ``option()`` fields.
     options: ClassVar[type] = NoOptions
+    # What this method makes beyond heatmap, overlay and values, by the name a reply uses.
+    outputs: ClassVar[Mapping[str, Output]] = {}
     # Rows of methods with the same group are computed by one ``compute`` call (one backward pass).
     group: ClassVar[str] = ""
     help: ClassVar[str] = ""

@@ -16,10 +16,10 @@ any other and the maps are over the six channels the B-cos layers really see.
 
 Heatmap convention (the shared ``Explanation.heatmap``, float32 in [0, 1]): the positive
 contributions divided by their maximum (all zeros if nothing contributes positively). The
-signed map itself is kept in ``Explanation.contributions``, and the B-cos colour image
+signed map itself is the ``contributions`` output, and the B-cos colour image
 (RGBA, colour from the direction of W(x), alpha from its norm where the contribution is
 positive, as the B-cos papers render it; the ``bcos`` package's ``gradient_to_image``) in
-``Explanation.color_image``.
+the ``bcos_color`` output.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from whyserve.layers import LayerCapture, get_layer
-from whyserve.methods.base import Explanation, Method, MethodBatch, Needs
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, Output, OutputKind
 from whyserve.methods.registry import register
 
 if TYPE_CHECKING:
@@ -104,6 +104,12 @@ class Bcos(Method):
     takes_contrast = True
     omitted_contrast = "the plain B-cos map of the target"
     help = "B-cos models: the exact contribution map sum_c x*W(x) (with a contrast: of y_P - y_Q)"
+    outputs = {
+        "bcos_color": Output(OutputKind.IMAGE, "the B-cos papers' RGBA colour image of W(x) (PNG)"),
+        "contributions": Output(
+            OutputKind.ARRAY, "the signed contribution map at input size, which sums to the logit (or difference)", decimals=7
+        ),
+    }
 
     def supports(self, spec: ModelSpec) -> bool:
         return isinstance(getattr(spec.module, "bcos_input", None), str)
@@ -144,6 +150,8 @@ def _explanation(
         layer=layer,
         heatmap=heatmap,
         layer_heatmap=heatmap,
-        contributions=contribution.float().cpu().numpy(),
-        color_image=color_image(encoded, weights),
+        artifacts={
+            "bcos_color": color_image(encoded, weights),
+            "contributions": contribution.float().cpu().numpy(),
+        },
     )

@@ -34,7 +34,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from whyserve.layers import eval_mode
-from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, Output, OutputKind, ResolvedRequest
 from whyserve.methods.fgvis_defense import GateActivations, RecordActivations
 from whyserve.methods.registry import register
 from whyserve.options import option
@@ -237,6 +237,7 @@ class FGVis(Method):
     name = NAME
     needs = Needs.OPTIMISATION
     options = FGVisOptions
+    outputs = {"explanation_image": Output(OutputKind.IMAGE, "the explanation image e, itself a valid model input (RGB PNG)")}
     help = (
         "why P? a per-pixel, per-colour mask at input resolution, optimised (Wagner et al. 2019); "
         "game deletion|preservation, iterations, lr, lambda, defense on|off, reference black|blur|mean"
@@ -262,5 +263,7 @@ class FGVis(Method):
                 "iterations": result.iterations[k],
                 "probability": round(float(result.probabilities[k]), 6),
             }
-            explanations.append(Explanation(NAME, target, None, "input", heatmap, heatmap, image=pixels[k], details=details))
+            explanation = Explanation(NAME, target, None, "input", heatmap, heatmap, details=details)
+            explanation.artifacts["explanation_image"] = pixels[k]
+            explanations.append(explanation)
         return explanations

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from whyserve.layers import eval_mode
-from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, ResolvedRequest
+from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, Output, OutputKind, ResolvedRequest
 from whyserve.methods.registry import register
 from whyserve.options import option
 from whyserve.shipped import RELEVANCE_SUFFIX, weights_folder
@@ -117,6 +117,7 @@ class Vebi(Method):
     name = NAME
     needs = Needs.MODEL_PASS
     options = VebiOptions
+    outputs = {"features": Output(OutputKind.JSON, "the features shown: [{layer, channel, relevance}]", always=True)}
     help = "models with a VEBI relevance file: the top relevant internal features, propagated to the pixels"
 
     def supports(self, spec: ModelSpec) -> bool:
@@ -145,7 +146,7 @@ class Vebi(Method):
                     layer=",".join(relevance.index.layers),
                     heatmap=heatmap,
                     layer_heatmap=heatmap,
-                    features=[f.to_json() for f in features],
+                    artifacts={"features": [f.to_json() for f in features]},
                 )
             )
         return out

@@ -18,7 +18,7 @@ from PIL import Image
 
 from whyserve.engine import ExplainRequest
 from whyserve.errors import InvalidOption
-from whyserve.methods import all_methods
+from whyserve.methods import Output, OutputKind, all_methods, get_method
 from whyserve.methods.registry import requirement_of
 from whyserve.options import parse_number
 from whyserve.render import encode, heatmap_image, overlay
@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_FORMATS", "ServingError", "decode_image"
 
 HEADER_PREFIX = "x-explain-"
 NO_EXPLANATION = "none"
-OUTPUTS = ("heatmap", "overlay", "values", "bcos_color", "explanation_image")
+CORE_OUTPUTS = ("heatmap", "overlay", "values")  # every method's; a method declares its own (Method.outputs)
 MAX_TOPK = 100
 
 
@@ -189,7 +189,7 @@ def parse_options(raw: Mapping[str, object], defaults: RequestDefaults) -> tuple
     method = _method(options.get("method", defaults.method), defaults)
     target = _class_option(options.get("target"), "target")
     contrast = _contrast_option(options.get("contrast"))
-    serve = ServeOptions(_topk(options.get("topk", defaults.topk)), _outputs(options.get("outputs", "heatmap")))
+    serve = ServeOptions(_topk(options.get("topk", defaults.topk)), _outputs(options.get("outputs", "heatmap"), method))
     if method == NO_EXPLANATION:
         return None, serve
     own = {k: v for k, v in options.items() if k not in ("method", "target", "contrast", "topk", "outputs")}
@@ -215,10 +215,22 @@ def _number(value: object, name: str, low: int, high: int) -> int:
         raise ServingError(400, str(error), error.valid, "bad_option") from None
 
 
-def _outputs(value: object) -> tuple[str, ...]:
+def known_outputs() -> tuple[str, ...]:
+    """Every output a request may name: the core ones, then each registered method's own."""
+    own = (name for m in all_methods() for name, output in m.outputs.items() if not output.always)
+    return (*CORE_OUTPUTS, *dict.fromkeys(own))
+
+
+def _outputs(value: object, method: str) -> tuple[str, ...]:
     outputs = [o.strip().lower() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o in OUTPUTS for o in outputs):
-        raise ServingError(400, f"outputs: {value!r} is not a list of known outputs", OUTPUTS, "bad_option")
+    known = known_outputs()
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o in known for o in outputs):
+        raise ServingError(400, f"outputs: {value!r} is not a list of known outputs", known, "bad_option")
+    if method != NO_EXPLANATION:
+        valid = (*CORE_OUTPUTS, *(name for name, o in get_method(method).outputs.items() if not o.always))
+        other = [o for o in outputs if o not in valid]
+        if other:
+            raise ServingError(400, f"outputs: method {method!r} does not make {other[0]}", valid, "bad_option")
     return tuple(dict.fromkeys(outputs))
 
 
@@ -273,14 +285,19 @@ def build_response(
     }
     if backend is not None:
         body["backend"] = backend
-    for output in (o for o in OUTPUTS if o in options.outputs):  # a fixed order in the JSON
-        value = _OUTPUT_BUILDERS[output](explanation, view)
+    for output in (o for o in CORE_OUTPUTS if o in options.outputs):  # a fixed order in the JSON
+        value = _CORE_BUILDERS[output](explanation, view)
         if value is not None:
             body[output] = value
+    declared = get_method(explanation.method).outputs
+    for name, output in declared.items():
+        if name in options.outputs and name in explanation.artifacts:
+            body[name] = _artifact(explanation.artifacts[name], output)
     if explanation.details:
         body["details"] = dict(explanation.details)
-    if explanation.features is not None:  # VEBI: the features shown, the "interpretation"
-        body["features"] = explanation.features
+    for name, output in declared.items():  # what the method always shows (VEBI: its features)
+        if output.always and name in explanation.artifacts:
+            body[name] = _artifact(explanation.artifacts[name], output)
     body["timing_ms"] = {k: round(float(v), 2) for k, v in explanation.timing_ms.items()}
     return {"predictions": predictions, "explanation": body}
 
@@ -301,24 +318,24 @@ def _overlay(explanation, view: Image.Image | None) -> dict | None:
 
 
 def _values(explanation, view: Image.Image | None) -> dict:
-    values = np.asarray(explanation.layer_heatmap, dtype=np.float32)
-    return {"width": int(values.shape[1]), "height": int(values.shape[0]), "data": np.round(values, 4).tolist()}
+    return _numbers(explanation.layer_heatmap, 4)
 
 
-def _bcos_color(explanation, view: Image.Image | None) -> dict | None:
-    if explanation.color_image is None:
-        return None
-    return _picture(Image.fromarray((np.clip(explanation.color_image, 0.0, 1.0) * 255).round().astype(np.uint8), "RGBA"))
+def _numbers(array: object, decimals: int) -> dict:
+    values = np.asarray(array, dtype=np.float32)
+    return {"width": int(values.shape[1]), "height": int(values.shape[0]), "data": np.round(values, decimals).tolist()}
 
 
-def _explanation_image(explanation, view: Image.Image | None) -> dict | None:
-    return None if explanation.image is None else _picture(Image.fromarray(explanation.image, "RGB"))
+def _artifact(value: object, output: Output) -> object:
+    """A method's own output, rendered by its kind."""
+    if output.kind is OutputKind.IMAGE:
+        pixels = np.asarray(value)
+        if pixels.dtype != np.uint8:  # floats in [0, 1]
+            pixels = (np.clip(pixels, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return _picture(Image.fromarray(pixels, "RGBA" if pixels.shape[-1] == 4 else "RGB"))
+    if output.kind is OutputKind.ARRAY:
+        return _numbers(value, output.decimals)
+    return value
 
 
-_OUTPUT_BUILDERS = {
-    "heatmap": _heatmap,
-    "overlay": _overlay,
-    "values": _values,
-    "bcos_color": _bcos_color,
-    "explanation_image": _explanation_image,
-}
+_CORE_BUILDERS = {"heatmap": _heatmap, "overlay": _overlay, "values": _values}
