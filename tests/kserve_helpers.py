@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -60,7 +59,7 @@ def reference_service() -> ExplainService:
 
 def native_answer(service: ExplainService, image: bytes, **options) -> tuple[int, dict]:
     (reply,) = service.handle([({"body": {"image": b64(image), **options}}, {})])
-    return reply.status, json.loads(reply.body)
+    return reply.status, reply.body
 
 
 def heatmap(body: dict) -> np.ndarray:

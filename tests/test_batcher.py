@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from kserve_helpers import b64, reference_service
@@ -45,11 +44,11 @@ def test_requests_that_arrive_together_run_as_one_batch(service, photos):
         del service.handle
     assert calls == [3]  # one call: the envelope's own error never reaches the service
     assert [[reply.status for reply in replies] for replies in answers] == [[200], [200], [400, 400]]
-    assert json.loads(answers[0][0].body)["explanation"]["target"]["label"] == "tabby"
-    contrastive = json.loads(answers[1][0].body)["explanation"]
+    assert answers[0][0].body["explanation"]["target"]["label"] == "tabby"
+    contrastive = answers[1][0].body["explanation"]
     assert (contrastive["target"]["index"], contrastive["contrast"]["index"]) == (282, 285)
-    assert "lime" in json.loads(answers[2][0].body)["error"]["message"]
-    assert json.loads(answers[2][1].body)["error"]["message"] == "told by the envelope"
+    assert "lime" in answers[2][0].body["error"]["message"]
+    assert answers[2][1].body["error"]["message"] == "told by the envelope"
 
 
 def test_a_full_batch_runs_without_waiting_for_the_delay(service, photos):
@@ -60,4 +59,4 @@ def test_a_full_batch_runs_without_waiting_for_the_delay(service, photos):
         return await asyncio.wait_for(batcher.submit([({"body": {"image": chelsea, "method": "none"}}, {})]), 30)
 
     (reply,) = asyncio.run(send())
-    assert reply.status == 200 and json.loads(reply.body)["explanation"] is None
+    assert reply.status == 200 and reply.body["explanation"] is None

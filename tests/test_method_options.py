@@ -98,7 +98,6 @@ def test_the_readme_table_is_the_generated_one():
 def test_a_methods_own_output_is_served_by_its_kind():
     import base64
     import io
-    import json
 
     import numpy as np
     import torch
@@ -112,7 +111,7 @@ def test_a_methods_own_output_is_served_by_its_kind():
     Image.fromarray(make_flower(2, 0).image).save(buffer, format="PNG")
     ask = {"X-Explain-Method": "bcos", "X-Explain-Outputs": "bcos_color,contributions", "X-Explain-Target": "2"}
     (reply,) = service.handle([({"body": buffer.getvalue()}, ask)])
-    body = json.loads(reply.body)["explanation"]
+    body = reply.body["explanation"]
     colour = Image.open(io.BytesIO(base64.b64decode(body["bcos_color"]["data"])))
     assert reply.status == 200 and colour.mode == "RGBA" and colour.size == (96, 96)
     contributions = np.asarray(body["contributions"]["data"], dtype=np.float64)

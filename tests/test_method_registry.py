@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +64,7 @@ def test_a_method_registered_in_a_test_file_is_served(service, flower):
     ask.append(({"body": png}, {"X-Explain-Method": "gradcam"}))  # in the same batch as another method
     replies = service.handle(ask)
     assert [r.status for r in replies] == [200, 200, 200]
-    one, three, gradcam = (json.loads(r.body) for r in replies)
+    one, three, gradcam = (r.body for r in replies)
     assert one["explanation"]["method"] == "toy_power" and gradcam["explanation"]["method"] == "gradcam"
     assert one["explanation"]["target"]["index"] == one["predictions"][0]["index"]
     # the engine's own numbers: mean positive activation of the target layer, scaled as every CAM
@@ -89,8 +88,8 @@ def test_its_option_is_checked_by_the_method_and_listed_by_the_protocol(service,
             ({"body": png}, {"X-Explain-Method": "gradcam", "X-Explain-Power": "2"}),
         ]
     )
-    assert bad.status == 400 and json.loads(bad.body)["error"]["valid"] == ["an integer from 1 to 3"]
-    assert wrong_method.status == 400 and json.loads(wrong_method.body)["error"]["valid"] == ["method=toy_power"]
+    assert bad.status == 400 and bad.body["error"]["valid"] == ["an integer from 1 to 3"]
+    assert wrong_method.status == 400 and wrong_method.body["error"]["valid"] == ["method=toy_power"]
     assert "toy_power" in service.methods and Power.name in {m.name for m in methods_for(service.spec)}
 
 
@@ -106,10 +105,7 @@ def test_its_one_declared_field_reaches_the_cli_the_config_and_the_docs_table(se
     configured = ExplainService(ServingConfig(model="flowers_cnn", method_options={"toy_power": {"power": 3}}))
     (reply,) = configured.handle([({"body": png}, {"X-Explain-Method": "toy_power"})])
     (three,) = service.handle([({"body": png}, {"X-Explain-Method": "toy_power", "X-Explain-Power": "3"})])
-    assert (
-        reply.status == 200
-        and json.loads(reply.body)["explanation"]["heatmap"] == json.loads(three.body)["explanation"]["heatmap"]
-    )
+    assert reply.status == 200 and reply.body["explanation"]["heatmap"] == three.body["explanation"]["heatmap"]
     with pytest.raises(ValueError, match=r"method_options.toy_power: power: 0 is out of range"):
         ExplainService(ServingConfig(model="flowers_cnn", method_options={"toy_power": {"power": 0}}))
     # the docs' option table (`whyserve options`)

@@ -23,7 +23,7 @@ JSON = {"Content-Type": "application/json"}
 
 def answer(service, fields, headers=None) -> tuple[int, dict]:
     (reply,) = service.handle([(fields, headers or {})])
-    return reply.status, json.loads(reply.body)
+    return reply.status, reply.body
 
 
 def refused(service, fields, headers, status: int, message: str) -> dict:
@@ -162,8 +162,9 @@ def test_topk_and_channels_are_parsed_with_bounds(service, chelsea_png, value):
 def test_huge_option_values_get_a_short_400(service, chelsea_png, options):
     fields = {"body": json.dumps({"image": base64.b64encode(chelsea_png).decode(), **options}).encode()}
     (reply,) = service.handle([(fields, JSON)])
-    assert reply.status == 400 and len(reply.body) < 2000, (reply.status, len(reply.body))
-    assert "(cut: 3,0" in json.loads(reply.body)["error"]["message"]
+    assert reply.status == 400 and len(reply.text) < 2000, (reply.status, len(reply.text))
+    message = reply.body["error"]["message"]
+    assert "(cut: 3,0" in message or "xxx... is not an integer" in message  # cut by the error, or by the option parser
 
 
 def test_base64_with_line_breaks_and_spaces_works(service, chelsea_png):

@@ -21,8 +21,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from whyserve.serving.protocol import ServingError, error_body
-from whyserve.serving.service import ExplainService, Reply
+from whyserve.serving.protocol import ServingError
+from whyserve.serving.service import ExplainService, Reply, error_reply
 
 V1 = "kserve"
 V2 = "kservev2"
@@ -51,10 +51,6 @@ def answer(service: ExplainService, requests: list[Fields | ServingError]) -> li
     good = [request for request in requests if not isinstance(request, ServingError)]
     replies = iter(service.handle(good))
     return [error_reply(r) if isinstance(r, ServingError) else next(replies) for r in requests]
-
-
-def error_reply(error: ServingError) -> Reply:
-    return Reply(error.status, json.dumps(error_body(error)), error_kind=error.kind)
 
 
 def status(replies: list[Reply]) -> int:
@@ -86,7 +82,7 @@ def v1_request(instance: object) -> Fields | ServingError:
 
 
 def v1_items(replies: list[Reply]) -> list:
-    return [json.loads(reply.body) for reply in replies]
+    return [reply.body for reply in replies]
 
 
 def v1_body(replies: list[Reply], explain: bool = False) -> dict:
@@ -137,9 +133,9 @@ def _one_element(data: object) -> object:
 
 
 def v2_outputs(reply: Reply) -> list[Output]:
-    body = json.loads(reply.body)
+    body = reply.body
     if reply.status != 200:
-        return [Output("error", "BYTES", (1,), [reply.body])]
+        return [Output("error", "BYTES", (1,), [reply.text])]
     predictions = body["predictions"]
     score = "value" if predictions and "value" in predictions[0] else "probability"  # regression: the values
     outputs = [

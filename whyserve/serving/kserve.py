@@ -14,7 +14,6 @@ with requirements/ci.txt's); the rest of whyserve never imports this module.
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import Mapping
@@ -72,7 +71,7 @@ class WhyserveModel(kserve.Model):
             return _checked(envelopes.status(replies), envelopes.v1_body(replies, explain))
         # raw bytes (any non-JSON Content-Type) or whyserve's JSON: whyserve's own response
         (reply,) = await self.batcher.submit([({"body": payload}, headers)])
-        return _checked(reply.status, json.loads(reply.body))
+        return _checked(reply.status, reply.body)
 
     async def _v2(self, request: InferRequest) -> InferResponse:
         inputs = [_input_dict(i) for i in request.inputs]

@@ -101,8 +101,12 @@ _GONE = {
 
 @dataclass
 class Reply:
+    """One request's answer as data (``body``) and as the JSON text it was encoded to, once
+    (``text``): TorchServe's own path sends the text, the envelopes re-wrap the data."""
+
     status: int
-    body: str  # JSON text
+    body: dict
+    text: str
     method: str | None = None
     explain_ms: float | None = None
     error_kind: str | None = None
@@ -240,10 +244,10 @@ class ExplainService:
             try:
                 prepared.append(self._prepare(index, request_fields, headers))
             except ServingError as error:
-                replies[index] = self._error(error)
+                replies[index] = error_reply(error)
             except Exception as error:  # noqa: BLE001 - one request must not fail the batch
                 logger.exception("preparing request %d failed", index)
-                replies[index] = self._error(ServingError(500, f"internal error: {error}", kind="internal"))
+                replies[index] = error_reply(ServingError(500, f"internal error: {error}", kind="internal"))
         if prepared:
             for item, reply in zip(prepared, self._run(prepared)):
                 replies[item.index] = reply
@@ -299,11 +303,11 @@ class ExplainService:
             explanation = result.explanations[row]
             predictions = result.predictions(row, self.spec, item.options.topk)
             body = build_response(predictions, explanation, item.options, self.spec.class_names, item.view, result.backend)
-            text = json.dumps(body, separators=(",", ":"))
+            text = json.dumps(body, separators=(",", ":"))  # once: its size is the limit's to check
             stages = {**item.stages_ms, "engine": engine_ms, "encode": watch.lap("encode")["encode"]}
             if len(text) > self.config.max_response_bytes:
                 replies.append(
-                    self._error(
+                    error_reply(
                         ServingError(
                             413,
                             f"the response would be {len(text):,} bytes; the limit is {self.config.max_response_bytes:,}",
@@ -315,13 +319,15 @@ class ExplainService:
                 continue
             explain_ms = explanation.timing_ms.get("explain") if explanation is not None else None
             method = item.request.method.name if item.request else NO_EXPLANATION
-            replies.append(Reply(200, text, method, explain_ms, stages_ms=stages))
+            replies.append(Reply(200, body, text, method, explain_ms, stages_ms=stages))
         return replies
 
     def _failure(self, item: _Prepared) -> Reply:
         logger.exception("explaining request %d failed", item.index)
-        return self._error(ServingError(500, "internal error while explaining this image", kind="internal"))
+        return error_reply(ServingError(500, "internal error while explaining this image", kind="internal"))
 
-    @staticmethod
-    def _error(error: ServingError) -> Reply:
-        return Reply(error.status, json.dumps(error_body(error)), error_kind=error.kind)
+
+def error_reply(error: ServingError) -> Reply:
+    """The reply of a request refused with ``error``."""
+    body = error_body(error)
+    return Reply(error.status, body, json.dumps(body), error_kind=error.kind)

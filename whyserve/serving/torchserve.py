@@ -109,7 +109,7 @@ class TorchServeHandler:
             if reply.stages_ms and hasattr(context, "set_response_header"):
                 context.set_response_header(index, "Server-Timing", server_timing(reply.stages_ms))
             self._metrics(context, index, reply)
-        return [reply.body for reply in replies]
+        return [reply.text for reply in replies]
 
     def _kserve_v1(self, instances, context) -> list[dict]:
         """The instances of one v1 request; the envelope wraps the list in predictions/explanations."""
