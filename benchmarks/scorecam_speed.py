@@ -70,7 +70,7 @@ def main() -> None:
     rows.append(("exact, ONNX Runtime (16 masks)", _timed(lambda: scorecam(ort_explainer, x))[0], None))
     for backend, explainer in (("PyTorch", torch_explainer), ("ONNX Runtime", ort_explainer)):
         for n in (32, 64, 128):
-            seconds = _timed(lambda: scorecam(explainer, x, n))[0]
+            seconds = _timed(lambda explainer=explainer, n=n: scorecam(explainer, x, n))[0]
             corr = np.mean(
                 [
                     np.corrcoef(scorecam(explainer, image, n).explanations[0].heatmap.ravel(), exact[name].ravel())[0, 1]

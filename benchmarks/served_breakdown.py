@@ -194,7 +194,7 @@ def measure(inference: str, services: dict[str, ExplainService], images: dict[st
     samples: dict[tuple, list[dict[str, float]]] = defaultdict(list)
     local: dict[tuple, list[float]] = defaultdict(list)
     session = requests.Session()
-    for round_ in range(rounds + 1):  # round 0 warms up (kept for the log order, dropped after)
+    for _round in range(rounds + 1):  # round 0 warms up (kept for the log order, dropped after)
         for backend, model in BACKENDS.items():
             for photo, data in images.items():
                 for mode, method in MODES.items():

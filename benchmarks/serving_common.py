@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.serve_load import percentile  # noqa: E402
 from whyserve.serving import launcher  # noqa: E402
 
-__all__ = ["percentile", "run_served", "server_parser", "served", "worker_pids", "worker_rss_mb"]
+__all__ = ["percentile", "run_served", "served", "server_parser", "worker_pids", "worker_rss_mb"]
 
 
 def server_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -157,7 +157,7 @@ def head_of_line(inference: str, photo: bytes, count: int, exact_timeout: float)
             return list(pool.map(one, range(count)))
 
     idle = predictions()
-    print("\nhead of line: prediction only, concurrency 4, %d requests per row\n" % count)
+    print(f"\nhead of line: prediction only, concurrency 4, {count} requests per row\n")
     print("| while | p50 ms | p99 ms | p99 / idle p99 | the exact requests got |\n|---|---:|---:|---:|---|")
     print(f"| idle | {percentile(idle, 50):.0f} | {percentile(idle, 99):.0f} | 1.00x | |")
     for target in (MODEL, EXACT):

@@ -411,7 +411,7 @@ def serve_as_kserve_runtime(image: str) -> dict:
         (Path(store) / "config").mkdir()
         shutil.copy(ROOT / "deploy" / "kserve" / "torchserve" / "config.properties", Path(store) / "config")
         podman("run", "--rm", "-v", f"{store}:/out", "--user", "0", image, "cp", "-r", "/home/model-server/model-store", "/out/")
-        flags = run_flags(container, pod, {}, Path(store)) + [f"--volume={store}:/mnt/models:ro"]
+        flags = [*run_flags(container, pod, {}, Path(store)), f"--volume={store}:/mnt/models:ro"]
         name, port, _ = started(image, flags, container["args"])
         failed = True
         try:

@@ -68,9 +68,12 @@ def read_models(wheel: Path) -> dict[str, dict]:
 def class_model(node: ast.ClassDef, source: str) -> dict:
     found = {}
     for item in node.body:
-        if isinstance(item, ast.Assign) and isinstance(item.targets[0], ast.Name):
-            if item.targets[0].id in ("openapi_types", "attribute_map"):
-                found[item.targets[0].id] = ast.literal_eval(item.value)
+        if (
+            isinstance(item, ast.Assign)
+            and isinstance(item.targets[0], ast.Name)
+            and item.targets[0].id in ("openapi_types", "attribute_map")
+        ):
+            found[item.targets[0].id] = ast.literal_eval(item.value)
     required = set(REQUIRED.findall(ast.get_source_segment(source, node)))
     return {"types": found["openapi_types"], "keys": found["attribute_map"], "required": sorted(required)}
 

@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from whyserve.data import quality  # noqa: E402
-from whyserve.data.flowers import SINGLE_NUM_CLASSES, as_arrays, generate, generate_single_part  # noqa: E402
-from whyserve.models.flowers import WEIGHTS, FlowersBcos, FlowersCNN  # noqa: E402
-from whyserve.models.quality import QualityCNN  # noqa: E402
+from whyserve.data import quality
+from whyserve.data.flowers import SINGLE_NUM_CLASSES, as_arrays, generate, generate_single_part
+from whyserve.models.flowers import WEIGHTS, FlowersBcos, FlowersCNN
+from whyserve.models.quality import QualityCNN
 
 MODELS = {
     "cnn": FlowersCNN,

@@ -78,7 +78,7 @@ def test_contributions_equal_input_times_dynamic_weights_by_hand(bcos, batch):
 
 
 def test_mixed_batch_and_inference_mode(bcos, batch):
-    x, labels = batch
+    x, _labels = batch
     requests = [
         ExplainRequest("bcos"),
         ExplainRequest("gradcam"),

@@ -36,7 +36,7 @@ def test_mirror_from_one_line_list_with_options(tmp_path):
 def test_no_mirror_is_a_clear_error_not_a_guessed_host(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "nodesource.sources").write_text("URIs: https://deb.nodesource.com/node_20.x\n")
-    with pytest.raises(SystemExit, match="no Debian mirror in .*debootstrap needs one"):
+    with pytest.raises(SystemExit, match=r"no Debian mirror in .*debootstrap needs one"):
         docker_e2e.debian_mirror(tmp_path)
 
 

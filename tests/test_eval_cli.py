@@ -28,7 +28,7 @@ def test_eval_prints_the_method_metric_table_and_writes_the_figure(tmp_path, cap
 def test_eval_with_no_grids_skips_the_grid_pointing_game(tmp_path, capsys):
     # --no-onnx: every pass in PyTorch (the path the default's ONNX Runtime passes are checked against)
     args = ["eval", "--images", "2", "--grids", "0", "--steps", "4", "--no-photos", "--models", "flowers_cnn", "--no-onnx"]
-    assert main(args + ["--figure", str(tmp_path / "eval.png")]) == 0
+    assert main([*args, "--figure", str(tmp_path / "eval.png")]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| flowers_cnn / gradcam |"))
     cells = [c.strip() for c in row.split("|")[2:-1]]
     assert cells[2] == cells[3] == "–" and "n=2" in cells[0]

@@ -1,6 +1,8 @@
 """FGVis's gradient-filter defense (whyserve.methods.fgvis_defense): the backward pass is the
 paper's rule, and every nonlinearity call of the served architectures is caught."""
 
+from typing import ClassVar
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,7 +87,7 @@ class Functional(nn.Module):
 class CountAten(TorchDispatchMode):
     """An independent count: the activation kernels that really ran (aten level)."""
 
-    NAMES = {
+    NAMES: ClassVar[set[str]] = {
         "relu",
         "relu6",
         "hardtanh",

@@ -56,7 +56,7 @@ def test_bcos_archive_serves_bcos_maps_by_default(server, flower):
 
 
 def test_bcos_archive_answers_why_p_rather_than_q(server, flower):
-    f, image = flower
+    _f, image = flower
     reply = post(server, "flowers_bcos", image, contrast=CLASS_NAMES[4], outputs="heatmap,bcos_color")
     assert reply.status_code == 200, reply.text
     explanation = reply.json()["explanation"]
@@ -94,7 +94,7 @@ def test_bcos_on_the_cnn_is_a_400_naming_its_methods(server, flower):
 
 
 def test_fgvis_is_served_on_flowers_cnn_with_its_explanation_image(server, flower):
-    f, image = flower
+    _f, image = flower
     reply = post(server, "flowers_cnn", image, method="fgvis", outputs="heatmap,explanation_image")
     assert reply.status_code == 200, reply.text
     body = reply.json()

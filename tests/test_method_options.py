@@ -75,7 +75,7 @@ def test_a_field_without_option_or_of_another_type_is_refused():
 
     @dataclass(frozen=True)
     class Listy:
-        x: list = option(None, "a list")
+        x: list = option(None, "a list")  # noqa: RUF009 - option() is dataclasses.field()
 
     for options in (Plain, Listy):
         with pytest.raises(TypeError):

@@ -95,7 +95,7 @@ def test_session_threads_do_not_busy_wait_unless_asked(effnet_onnx):
 def test_onnx_with_wrong_outputs_is_refused_at_load(tmp_path):
     path = tmp_path / "plain.onnx"
     torch.onnx.export(nn.Conv2d(3, 4, 3), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, input_names=["input"])
-    with pytest.raises(InvalidOnnxModel, match="expected input 'input' .* outputs 'logits'.*whyserve export-onnx"):
+    with pytest.raises(InvalidOnnxModel, match=r"expected input 'input' .* outputs 'logits'.*whyserve export-onnx"):
         create_session(path)
 
 

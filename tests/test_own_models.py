@@ -75,7 +75,7 @@ def user_files(tmp_path_factory) -> Path:
     (folder / "index_to_name.json").write_text(json.dumps(names))
     (folder / "tiny_net.py").write_text(TINY_NET)
     namespace: dict = {}
-    exec(TINY_NET, namespace)  # noqa: S102 - the user's model file, as TorchServe will import it
+    exec(TINY_NET, namespace)
     torch.save(namespace["TinyNet"]().state_dict(), folder / "tiny_net.pth")
     (folder / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), folder / "resnet18_head.pth")
@@ -400,9 +400,9 @@ def test_onnx_files_that_cannot_be_explained_are_load_errors(user_files, tmp_pat
     (tmp_path / "junk.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match="not an ONNX model"):
         load_source("x", "onnx", tmp_path / "junk.onnx")
-    with pytest.raises(ModelLoadError, match="is not a spatial .* the last ones are .*Relu_output_0"):
+    with pytest.raises(ModelLoadError, match=r"is not a spatial .* the last ones are .*Relu_output_0"):
         load_source("x", "onnx", user_files / "resnet50_ft.onnx", layer="/fc/Gemm_output_0")
-    with pytest.raises(ModelLoadError, match="takes 224x224 images; preprocess.crop is 192"):
+    with pytest.raises(ModelLoadError, match=r"takes 224x224 images; preprocess.crop is 192"):
         load_source("x", "onnx", user_files / "resnet50_fixed.onnx", preprocess={"crop": 192})
     with pytest.raises(ModelLoadError, match="has 10 outputs, num_classes says 4"):
         load_source("x", "onnx", user_files / "resnet50_ft.onnx", num_classes=4)
@@ -414,7 +414,7 @@ def test_an_onnx_vit_is_refused_rather_than_explained_on_its_patch_embedding(use
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(vit, (torch.zeros(1, 3, 224, 224),), tmp_path / "vit.onnx", dynamo=False)
-    with pytest.raises(ModelLoadError, match="is a token model .* patch embedding .*source timm:<arch>, huggingface or export"):
+    with pytest.raises(ModelLoadError, match=r"is a token model .* patch embedding .*source timm:<arch>, huggingface or export"):
         load_source("x", "onnx", tmp_path / "vit.onnx")
 
 
@@ -528,7 +528,7 @@ def test_image_processor_configs_become_whyserve_preprocessing(processor, expect
     """ConvNeXt's crop_pct, BEiT/DeiT's shortest edge and crop, ViT's stretch."""
     rules = preprocess_of(processor)
     assert {key: rules[key] for key in expected} == expected
-    with pytest.raises(ModelLoadError, match="set handler.preprocess resize and crop"):
+    with pytest.raises(ModelLoadError, match=r"set handler.preprocess resize and crop"):
         preprocess_of({"size": {"height": 224, "width": 300}})
 
 

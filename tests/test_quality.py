@@ -39,7 +39,7 @@ def test_images_depend_only_on_seed_and_index():
     for a, b in zip(first, again):
         assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and a.strength == b.strength
     strengths = [d.strength for d in generate(50, seed=6, low=0.2, high=0.4)]
-    assert 0.2 <= min(strengths) and max(strengths) <= 0.4 and len(set(strengths)) == 50
+    assert min(strengths) >= 0.2 and max(strengths) <= 0.4 and len(set(strengths)) == 50
 
 
 @pytest.fixture(scope="module")

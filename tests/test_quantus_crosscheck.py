@@ -40,7 +40,7 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def flower_maps(cnn):
-    spec, explainer = cnn
+    _spec, explainer = cnn
     flowers = generate(8, 300, labels=list(range(8)))
     x = torch.stack([_tensor(f.image) for f in flowers])
     maps = np.stack([e.heatmap for e in explainer.explain(x, [ExplainRequest("gradcam", f.label) for f in flowers]).explanations])

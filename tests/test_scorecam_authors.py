@@ -25,14 +25,14 @@ CASES = {"head": ("resnet", "layer4", (48, 64)), "mid": ("effnet", "net._blocks.
 
 def authors_scorecam(model, layer, x, class_idx):
     """haofanwang/Score-CAM ScoreCAM.forward for one image x (1, C, H, W), CPU, no CUDA moves."""
-    b, c, h, w = x.size()
+    _b, _c, h, w = x.size()
     captured = {}
     handle = layer.register_forward_hook(lambda m, i, o: captured.__setitem__("value", o))
     with torch.no_grad():
         model(x)
     handle.remove()
     activations = captured["value"]
-    b, k, u, v = activations.size()
+    _b, k, _u, _v = activations.size()
     score_saliency_map = torch.zeros((1, 1, h, w))
     predicted_class = torch.LongTensor([class_idx])
     with torch.no_grad():

@@ -239,7 +239,7 @@ def test_load_fails_when_limits_do_not_fit_the_server():
     check_response_size(1_000_000, ServerLimits(max_response_size=6_553_500))
     calibration = Calibration(forward_s=0.01)
     exact = [3.0, 1281.0]  # forward passes of Grad-CAM and of exact Score-CAM: 12.8 s
-    with pytest.raises(ValueError, match="a batch of 8 .* 102 s .* over 80% of its responseTimeout of 120 s"):
+    with pytest.raises(ValueError, match=r"a batch of 8 .* 102 s .* over 80% of its responseTimeout of 120 s"):
         check_timeout(Budget(None, calibration), exact, ServerLimits(batch_size=8, response_timeout_s=120))
     check_timeout(Budget(None, calibration), exact, ServerLimits(batch_size=1, response_timeout_s=120))
     check_timeout(Budget(5.0, calibration), exact, ServerLimits(batch_size=8, response_timeout_s=120))  # 40 s: fits

@@ -110,7 +110,7 @@ def test_each_request_in_a_batch_keeps_its_own_target(url, chelsea, photos):
     ]
     responses = concurrently(url, [make(image, **options) for make, image, options in cases])
     expected = [281, 282, 967, None, 285, 287, 967, None]
-    for (make, image, options), want, response in zip(cases, expected, responses):
+    for (_make, _image, options), want, response in zip(cases, expected, responses):
         assert response.status_code == 200, response.text
         body = response.json()
         if options["method"] == "none":
@@ -144,7 +144,7 @@ def test_bad_inputs_fail_alone_and_the_worker_survives(server, url, chelsea, pho
     for start in range(0, len(bad), 3):  # batchSize 4: three bad ones and a good one at a time
         group = bad[start : start + 3]
         responses = concurrently(url, [request for request, _, _ in group] + [raw(chelsea, method="contrastive")])
-        for (request, status, message), response in zip(group, responses):
+        for (_request, status, message), response in zip(group, responses):
             assert response.status_code == status, (message, response.text)
             error = response.json()["error"]
             assert error["code"] == status and message in error["message"], error

@@ -11,7 +11,6 @@ _EXPORTS = {
     "ExplainRequest": "whyserve.engine",
     "Explainer": "whyserve.engine",
     "InvalidOption": "whyserve.errors",
-    "METHODS": "whyserve.methods",
     "Explanation": "whyserve.methods",
     "Method": "whyserve.methods",
     "ResolvedRequest": "whyserve.methods",

@@ -22,12 +22,11 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image
 
-ImageInput = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image | np.ndarray
 ENCODINGS = ("multipart", "json")
 
 

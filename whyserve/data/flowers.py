@@ -272,7 +272,7 @@ def _ellipse(centre: np.ndarray, a: float, b: float | None, angle: float, points
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
     r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
-    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def _pastel(rng: np.random.Generator) -> tuple[int, int, int]:

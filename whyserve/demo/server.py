@@ -146,7 +146,7 @@ class DemoHandler(BaseHTTPRequestHandler):
     upstream: Upstream  # set on the subclass made by ``make_server``
     server_version = "whyserve-demo"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         path = urllib.parse.urlparse(self.path).path
         route, _, arg = path.lstrip("/").removeprefix("api/").partition("/")
         arg = urllib.parse.unquote(arg)
@@ -167,7 +167,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no API {path}", ["/api/models", "/api/classes/<model>", "/api/photos", "/api/colormap"])
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         route, _, model = urllib.parse.urlparse(self.path).path.removeprefix("/api/").partition("/")
         model = urllib.parse.unquote(model)
         length = int(self.headers.get("Content-Length") or 0)
@@ -245,7 +245,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:
         pass  # quiet: the page is the interface
 
 

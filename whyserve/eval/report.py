@@ -96,7 +96,7 @@ class Report:
             cells = [f"{seconds[p]:.1f}" if p in seconds else "–" for p in parts]
             lines.append(f"| {row} | " + " | ".join(cells) + f" | {sum(seconds.values()):.1f} |")
         total = sum(sum(row.values()) for row in self.seconds.values())
-        return "\n".join(lines + ["| **all** | " + " | ".join("" for _ in parts) + f" | **{total:.1f}** |"])
+        return "\n".join([*lines, "| **all** | " + " | ".join("" for _ in parts) + f" | **{total:.1f}** |"])
 
     def markdown(self) -> str:
         lines = ["| model / method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
@@ -337,7 +337,7 @@ def _figure(path: Path, flowers, maps: dict[str, list[np.ndarray]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = ["image", "ground-truth parts"] + list(maps)
+    columns = ["image", "ground-truth parts", *list(maps)]
     fig, axes = plt.subplots(len(flowers), len(columns), figsize=(1.9 * len(columns), 2.1 * len(flowers)), squeeze=False)
     part_colours = {"petals": (1.0, 0.3, 0.3), "centre": (1.0, 0.9, 0.2), "leaves": (0.3, 0.9, 0.3), "stem": (0.5, 0.4, 0.3)}
     for r, f in enumerate(flowers):

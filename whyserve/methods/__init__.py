@@ -6,10 +6,7 @@ module of this package is imported when the registry is first read)."""
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, Output, OutputKind, ResolvedRequest
 from whyserve.methods.registry import REGISTRY, all_methods, get_method, method_names, register
 
-METHODS: tuple[str, ...] = method_names()  # the built-in methods; method_names() also lists later registrations
-
 __all__ = [
-    "METHODS",
     "REGISTRY",
     "Explanation",
     "Method",

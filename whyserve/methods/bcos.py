@@ -24,9 +24,9 @@ the ``bcos_color`` output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ class Bcos(Method):
     takes_contrast = True
     omitted_contrast = "the plain B-cos map of the target"
     help = "B-cos models: the exact contribution map sum_c x*W(x) (with a contrast: of y_P - y_Q)"
-    outputs = {
+    outputs: ClassVar[Mapping[str, Output]] = {
         "bcos_color": Output(OutputKind.IMAGE, "the B-cos papers' RGBA colour image of W(x) (PNG)"),
         "contributions": Output(
             OutputKind.ARRAY, "the signed contribution map at input size, which sums to the logit (or difference)", decimals=7

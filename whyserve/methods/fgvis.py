@@ -22,10 +22,10 @@ given back their flags after).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -237,7 +237,9 @@ class FGVis(Method):
     name = NAME
     needs = Needs.OPTIMISATION
     options = FGVisOptions
-    outputs = {"explanation_image": Output(OutputKind.IMAGE, "the explanation image e, itself a valid model input (RGB PNG)")}
+    outputs: ClassVar[Mapping[str, Output]] = {
+        "explanation_image": Output(OutputKind.IMAGE, "the explanation image e, itself a valid model input (RGB PNG)")
+    }
     help = (
         "why P? a per-pixel, per-colour mask at input resolution, optimised (Wagner et al. 2019); "
         "game deletion|preservation, iterations, lr, lambda, defense on|off, reference black|blur|mean"

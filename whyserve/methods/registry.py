@@ -1,6 +1,6 @@
 """The method registry: every explanation method is one ``Method`` subclass, registered by name.
 
-``METHODS``, the CLI's choices, the protocol's option table and the per-model method lists
+``method_names()``, the CLI's choices, the protocol's option table and the per-model method lists
 are all read from here, so a new method is one file with ``@register`` on its class.
 """
 
@@ -22,7 +22,7 @@ REGISTRY: dict[str, Method] = {}
 # after them (so a new method is its one file), except these helpers.
 BUILTIN = ("gradcam", "contrastive", "scorecam", "bcos")
 _HELPERS = frozenset({"base", "fgvis_defense", "gradient", "registry"})
-_loaded = False
+_modules: tuple[str, ...] | None = None  # the method modules, once imported
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -63,21 +63,23 @@ def parse_method_options(method: Method, raw: Mapping[str, object]) -> Any:
 
 
 def method_names() -> tuple[str, ...]:
-    _import_builtin()
-    return tuple(REGISTRY)
+    return tuple(m.name for m in all_methods())
 
 
 def all_methods() -> tuple[Method, ...]:
-    _import_builtin()
-    return tuple(REGISTRY.values())
+    """Every registered method: whyserve's own in the order of their modules, then the others
+    in the order they registered (the same listing whichever module was imported first)."""
+    modules = _import_builtin()
+    rank = {f"whyserve.methods.{module}": i for i, module in enumerate(modules)}
+    return tuple(sorted(REGISTRY.values(), key=lambda m: rank.get(type(m).__module__, len(rank))))
 
 
-def _import_builtin() -> None:
+def _import_builtin() -> tuple[str, ...]:
     # Imported lazily, once: the method modules import this one.
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    found = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])} - _HELPERS - set(BUILTIN)
-    for module in (*BUILTIN, *sorted(found)):
-        importlib.import_module(f"whyserve.methods.{module}")
+    global _modules
+    if _modules is None:
+        found = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])} - _HELPERS - set(BUILTIN)
+        _modules = (*BUILTIN, *sorted(found))
+        for module in _modules:
+            importlib.import_module(f"whyserve.methods.{module}")
+    return _modules

@@ -14,8 +14,9 @@ relevance), sorted by relevance: the "interpretation".
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -117,7 +118,9 @@ class Vebi(Method):
     name = NAME
     needs = Needs.MODEL_PASS
     options = VebiOptions
-    outputs = {"features": Output(OutputKind.JSON, "the features shown: [{layer, channel, relevance}]", always=True)}
+    outputs: ClassVar[Mapping[str, Output]] = {
+        "features": Output(OutputKind.JSON, "the features shown: [{layer, channel, relevance}]", always=True)
+    }
     help = "models with a VEBI relevance file: the top relevant internal features, propagated to the pixels"
 
     def supports(self, spec: ModelSpec) -> bool:

@@ -137,10 +137,8 @@ def _draft(image: Image.Image, resized: ResizeRule | None) -> int:
     if image.format != "JPEG" or resized is None:
         return 1
     width, height = image.size
-    if image.getexif().get(EXIF_ORIENTATION) in TURNED:  # the resize applies to the upright image
-        target = resized(height, width)[::-1]
-    else:
-        target = resized(width, height)
+    turned = image.getexif().get(EXIF_ORIENTATION) in TURNED  # the resize applies to the upright image
+    target = resized(height, width)[::-1] if turned else resized(width, height)
     image.draft(image.mode, target)  # same mode: only the size changes
     return max(1, round(width / image.size[0]))
 
@@ -179,7 +177,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _grey(levels)
     if mode == "F":
         return _grey(np.asarray(image, dtype=np.float64) * 255.0)
-    if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if (mode == "P" and "transparency" in image.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

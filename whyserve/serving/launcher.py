@@ -144,10 +144,8 @@ class TorchServe:
             except OSError:
                 return
             time.sleep(0.2)
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def served_properties(

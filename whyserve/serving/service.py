@@ -245,7 +245,7 @@ class ExplainService:
                 prepared.append(self._prepare(index, request_fields, headers))
             except ServingError as error:
                 replies[index] = error_reply(error)
-            except Exception as error:  # noqa: BLE001 - one request must not fail the batch
+            except Exception as error:
                 logger.exception("preparing request %d failed", index)
                 replies[index] = error_reply(ServingError(500, f"internal error: {error}", kind="internal"))
         if prepared:
@@ -279,7 +279,7 @@ class ExplainService:
     def _run(self, batch: list[_Prepared]) -> list[Reply]:
         try:
             return self._explain(batch)
-        except Exception:  # noqa: BLE001 - retry one by one so only the culprit fails
+        except Exception:
             if len(batch) == 1:
                 return [self._failure(batch[0])]
             logger.exception("batch of %d failed; retrying one request at a time", len(batch))

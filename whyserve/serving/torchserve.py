@@ -153,7 +153,7 @@ class TorchServeHandler:
                 )
             if reply.error_kind is not None:
                 metrics.add_counter("ExplanationErrors", 1, index, [_Dimension("Kind", reply.error_kind)])
-        except Exception:  # noqa: BLE001 - metrics never fail a request
+        except Exception:
             logger.warning("could not record metrics", exc_info=True)
 
 
