@@ -52,7 +52,7 @@ class BatchResult:
     timing_ms: dict[str, float] = field(default_factory=dict)
     backend: str = "torch"
 
-    def topk(self, index: int, k: int, class_names: tuple[str, ...] | None) -> list[dict]:
+    def topk(self, index: int, k: int, class_names: tuple[str, ...] | None) -> list[dict[str, object]]:
         probs = torch.softmax(self.logits[index].float(), dim=0)
         values, indices = probs.topk(min(k, probs.numel()))
         return [
@@ -60,11 +60,11 @@ class BatchResult:
             for p, i in zip(values.tolist(), indices.tolist())
         ]
 
-    def predictions(self, index: int, spec: ModelSpec, k: int) -> list[dict]:
+    def predictions(self, index: int, spec: ModelSpec, k: int) -> list[dict[str, object]]:
         """What a reply lists: a regression model's values, else the top-``k`` classes."""
         return self.values(index, spec.class_names) if spec.task == "regression" else self.topk(index, k, spec.class_names)
 
-    def values(self, index: int, output_names: tuple[str, ...] | None) -> list[dict]:
+    def values(self, index: int, output_names: tuple[str, ...] | None) -> list[dict[str, object]]:
         """A regression model's outputs as they are, in output order: [{index, label, value}]."""
         return [
             {"index": i, "label": output_names[i] if output_names else str(i), "value": float(v)}
@@ -167,18 +167,19 @@ class Explainer:
         targets: list[int],
     ) -> list[Explanation | None]:
         """Each group of methods computes its rows; gradient groups first, while the graph is there."""
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, list[tuple[int, ResolvedRequest]]] = {}
         for i, request in enumerate(requests):
             if request is not None:
-                groups.setdefault(request.method.group or request.method.name, []).append(i)
-        order = sorted(groups.values(), key=lambda rows: requests[rows[0]].method.needs is not Needs.LAYER_GRADIENT)
+                groups.setdefault(request.method.group or request.method.name, []).append((i, request))
+        order = sorted(groups.values(), key=lambda group: group[0][1].method.needs is not Needs.LAYER_GRADIENT)
         explanations: list[Explanation | None] = [None] * len(requests)
-        for rows in order:
-            method = requests[rows[0]].method
+        for group in order:
+            rows = [i for i, _ in group]
+            method = group[0][1].method
             graph = method.needs is Needs.LAYER_GRADIENT
             batch = MethodBatch(
                 rows,
-                [requests[i] for i in rows],
+                [request for _, request in group],
                 [targets[i] for i in rows],
                 images,
                 output if graph else output.detach(),
@@ -197,7 +198,7 @@ class Explainer:
                 explanations[i] = explanation
         return explanations
 
-    def _class(self, value: int | str, option: str) -> int:
+    def _class(self, value: int | str | float, option: str) -> int:
         return resolve_class(value, option, self.num_outputs, self.spec.class_names)
 
     def _contrast(self, method: Method, contrast: int | str | float | None) -> int | float | None:

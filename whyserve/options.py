@@ -117,7 +117,7 @@ def _kind(hint: object) -> tuple[type, bool]:
         if len(kinds) == 1 and kinds[0] in (int, float, str, bool):
             return kinds[0], True
     elif hint in (int, float, str, bool):
-        return hint, False  # type: ignore[return-value]
+        return typing.cast(type, hint), False
     raise TypeError(f"an option must be int, float, str or bool (or one of them | None), not {hint}")
 
 

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from whyserve.errors import InvalidOption
 
 
-def resolve_class(value: int | str, option: str, num_outputs: int, names: Sequence[str] | None) -> int:
-    """An output index from an int, a digit string, or a class label (case-insensitive)."""
+def resolve_class(value: object, option: str, num_outputs: int, names: Sequence[str] | None) -> int:
+    """An output index from an int, a digit string, or a class label (case-insensitive); any
+    other value (a float, a bool) is refused."""
     if isinstance(value, bool):
         raise InvalidOption(option, f"{value!r} is not a class index or label", _valid(num_outputs, names))
-    digits = value.strip().lstrip("-") if isinstance(value, str) else ""
-    if digits.isascii() and digits.isdigit() and len(digits) <= 18:  # not '²', not 5,000 digits
-        value = int(value)
+    if isinstance(value, str):
+        digits = value.strip().lstrip("-")
+        if digits.isascii() and digits.isdigit() and len(digits) <= 18:  # not '²', not 5,000 digits
+            value = int(value)
     if isinstance(value, int):
         if 0 <= value < num_outputs:
             return value

@@ -77,11 +77,25 @@ class ResolvedRequest:
 class Backend(Protocol):
     """What runs one model's passes for an ``Explainer`` (``whyserve.backends``)."""
 
-    name: str  # what ran, as responses report it: "torch:cpu", "onnxruntime:CPUExecutionProvider"
-    layer_name: str  # the target layer whose activations ``forward`` returns
-    device: torch.device  # where input tensors must be
-    model: nn.Module | None  # the PyTorch model, for methods with their own pass (None: not PyTorch)
-    provides: frozenset[Needs]  # what methods may need of it (the engine matches ``Method.needs``)
+    @property
+    def name(self) -> str:
+        """What ran, as responses report it: ``torch:cpu``, ``onnxruntime:CPUExecutionProvider``."""
+
+    @property
+    def layer_name(self) -> str:
+        """The target layer whose activations ``forward`` returns."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where input tensors must be."""
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The PyTorch model, for methods with their own pass (None: not PyTorch)."""
+
+    @property
+    def provides(self) -> frozenset[Needs]:
+        """What methods may need of it (the engine matches ``Method.needs``)."""
 
     def why_not(self, needs: Needs) -> str:
         """ "; <why this backend cannot provide needs>", or "" when it can."""

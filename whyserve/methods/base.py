@@ -115,7 +115,8 @@ def minmax(maps: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
 
 def cam_explanations(batch: MethodBatch, cams: torch.Tensor, timings: list[float] | None = None) -> list[Explanation]:
     """Explanations of layer-resolution CAMs (one per row of ``batch``), scaled as Grad-CAM's."""
-    layer_maps, heatmaps = scale_cams(cams, tuple(batch.images.shape[-2:]))
+    height, width = batch.images.shape[-2:]
+    layer_maps, heatmaps = scale_cams(cams, (int(height), int(width)))
     return [
         Explanation(
             method=request.method.name,
