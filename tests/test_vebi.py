@@ -132,3 +132,11 @@ def test_vebi_leaves_the_model_as_found(mode):
     finally:
         user_hook.remove()
         model.blocks[0][0].weight.requires_grad_(True)
+
+
+def test_a_missing_relevance_file_fails_the_load_not_a_request(tmp_path):
+    from whyserve.errors import ModelLoadError
+    from whyserve.serving import ExplainService, ServingConfig
+
+    with pytest.raises(ModelLoadError, match=r"vebi_relevance .*gone.vebi.json: no such file"):
+        ExplainService(ServingConfig(model="flowers_cnn", vebi_relevance=str(tmp_path / "gone.vebi.json")))
