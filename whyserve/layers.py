@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -32,13 +32,16 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int]) -> str:
     """
     height, width = input_size
     first, calls, order = _output_shapes(model, (height, width))
+    second: dict[str, tuple[int, ...]] | None
     try:
         second = _output_shapes(model, larger_size(input_size))[0]
     except Exception:  # noqa: BLE001 - a fixed-size model (ViT position embeddings, a flattening head)
         second = None
     # one image in, one map out: Swin's window partitions (windows, ...) are not the image's map
     ours = {name: shape for name, shape in first.items() if shape and shape[0] == 1}
-    spatial = {name for name, shape in ours.items() if map_layout(shape, second and second.get(name), input_size)}
+    spatial = {
+        name for name, shape in ours.items() if map_layout(shape, second.get(name) if second is not None else None, input_size)
+    }
     tokens = [n for n in dict.fromkeys(order) if n in ours and len(ours[n]) == 3 and token_grid(ours[n][1]) and calls[n] == 1]
     for index in range(len(order) - 1, -1, -1):
         name = order[index]
@@ -66,7 +69,7 @@ def _output_shapes(
     calls: Counter[str] = Counter()
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[nn.Module, object, object], None]:
         def record(_module: nn.Module, _inputs: object, output: object) -> None:
             calls[name] += 1
             order.append(name)

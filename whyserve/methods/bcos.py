@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import numpy as np
 import torch
@@ -46,12 +46,12 @@ def explanation_mode(model: nn.Module) -> Iterator[None]:
     modules = [m for m in model.modules() if hasattr(m, "set_explanation_mode")]
     flags = [bool(getattr(m, "is_in_explanation_mode", False)) for m in modules]
     for m in modules:
-        m.set_explanation_mode(True)
+        m.set_explanation_mode(True)  # type: ignore[operator]  # the bcos package's, untyped
     try:
         yield
     finally:
         for m, flag in zip(modules, flags):
-            m.set_explanation_mode(flag)
+            m.set_explanation_mode(flag)  # type: ignore[operator]
 
 
 def contributions(
@@ -75,6 +75,7 @@ def contributions(
                 objective = sum(
                     output[i, t] - (output[i, q] if q is not None else 0.0) for i, (t, q) in enumerate(zip(targets, contrasts))
                 )
+                assert capture.activations is not None, "the encoded input did not run"
                 (weights,) = torch.autograd.grad(objective, capture.activations)
     finally:
         capture.remove()
@@ -122,8 +123,10 @@ class Bcos(Method):
         return 2.0  # one forward in explanation mode and one backward to the input
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
-        contrasts = [batch.contrast(k) for k in range(len(batch.rows))]
-        return explain(batch.backend.model, batch.spec.module.bcos_input, batch.images[batch.rows], batch.targets, contrasts)
+        contrasts = [cast("int | None", batch.contrast(k)) for k in range(len(batch.rows))]  # classifiers: an index
+        model, encoded_input = batch.backend.model, getattr(batch.spec.module, "bcos_input", None)
+        assert model is not None and isinstance(encoded_input, str), "supports() and MODEL_PASS guarantee both"
+        return explain(model, encoded_input, batch.images[batch.rows], batch.targets, contrasts)
 
 
 def explain(

@@ -33,6 +33,7 @@ class Contrastive(GradientMethod):
 
     def objective(self, output: torch.Tensor, target: int, contrast: int | float | None, task: str) -> torch.Tensor:
         if task == "regression":
+            assert contrast is not None, "check() refuses a regression request without a contrast value"
             q = torch.tensor(float(contrast), dtype=output.dtype, device=output.device)
             return F.mse_loss(output[target], q, reduction="sum")
         q = torch.tensor([target if contrast is None else int(contrast)], device=output.device)

@@ -146,7 +146,9 @@ def optimise(
 class _Loop:
     """The batched optimisation; rows that stop early leave the batch."""
 
-    def __init__(self, model, x, targets, options, reference) -> None:
+    def __init__(
+        self, model: nn.Module, x: torch.Tensor, targets: list[int], options: list[FGVisOptions], reference: torch.Tensor
+    ) -> None:
         self.model, self.x, self.r = model, x, reference
         n, dev = x.shape[0], x.device
         self.t = torch.tensor(targets, device=dev)
@@ -190,11 +192,11 @@ class _Loop:
         """One SGD step for ``rows``; returns the rows that go on."""
         m = self.masks[rows].clone().requires_grad_(True)
         deletion, t = self.deletion[rows], self.t[rows]
-        gate = GateActivations(self.clean, rows, self.defense) if self.clean else nullcontext()
+        gate = GateActivations(self.clean, rows, self.defense) if self.clean else None
         with torch.enable_grad():
-            with gate:
+            with gate or nullcontext():
                 logits = self.model(self._explanation(m, rows))
-            if self.clean:
+            if gate is not None:
                 gate.check_complete()
             logp = torch.log_softmax(logits.float(), 1).gather(1, t[:, None])[:, 0]
             class_term = torch.where(deletion, logp.exp(), -logp)
@@ -252,7 +254,9 @@ class FGVis(Method):
     def compute(self, batch: MethodBatch) -> list[Explanation]:
         black, white = _constant_image(batch.spec, 0), _constant_image(batch.spec, 255)
         options = [r.options for r in batch.requests]
-        result = optimise(batch.backend.model, batch.images[batch.rows], batch.targets, options, black)
+        model = batch.backend.model
+        assert model is not None, "needs OPTIMISATION: only a PyTorch backend provides it"
+        result = optimise(model, batch.images[batch.rows], batch.targets, options, black)
         pixels = to_pixels(result.explanations, black, white)
         explanations = []
         for k, (target, o) in enumerate(zip(batch.targets, options)):

@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 # The elementwise activation functions; each is one top-level call (F.relu6 calls F.hardtanh
 # inside, but a mode does not see calls made while it handles one).
-ACTIVATIONS: frozenset[Callable] = frozenset(
+ACTIVATIONS: frozenset[Callable[..., object]] = frozenset(
     {
         F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
         F.relu6, F.hardtanh, F.hardtanh_, F.leaky_relu, F.leaky_relu_, F.elu, F.elu_, F.selu, F.celu,
@@ -45,7 +45,9 @@ class RecordActivations(TorchFunctionMode):
         super().__init__()
         self.outputs: list[torch.Tensor] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Callable[..., object], types: object, args: tuple[object, ...] = (), kwargs: dict[str, object] | None = None
+    ) -> object:
         result = func(*args, **(kwargs or {}))
         if func in ACTIVATIONS and isinstance(result, torch.Tensor):
             self.outputs.append(result.detach().clone())  # clone: an in-place op may change it later
@@ -66,7 +68,9 @@ class GateActivations(TorchFunctionMode):
         self.off = ~enabled[rows]
         self.calls = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Callable[..., object], types: object, args: tuple[object, ...] = (), kwargs: dict[str, object] | None = None
+    ) -> object:
         result = func(*args, **(kwargs or {}))
         if func in ACTIVATIONS and isinstance(result, torch.Tensor):
             self._gate(result)
@@ -83,7 +87,7 @@ class GateActivations(TorchFunctionMode):
             inside = (h_e >= h_x.clamp(max=0)) & (h_e <= h_x.clamp(min=0))
             gate = (inside | self.off.view(-1, *([1] * (h_e.dim() - 1)))).to(h_e.dtype)
         # A hook registered before any later in-place op still sees this call's output gradient.
-        h_e.register_hook(lambda grad: grad * gate)
+        h_e.register_hook(lambda grad: grad * gate)  # type: ignore[no-untyped-call]
 
     def check_complete(self) -> None:
         if self.calls != len(self.clean):

@@ -7,6 +7,8 @@ backward pass (from the logits down to the target layer only) serves them all.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from whyserve.methods.base import Explanation, Method, MethodBatch, Needs, cam_explanations, weighted_cam
@@ -25,11 +27,15 @@ class GradientMethod(Method):
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
         rows, task = batch.rows, batch.spec.task
+        methods = [cast(GradientMethod, request.method) for request in batch.requests]  # the group's methods
         with torch.enable_grad():
-            objective = sum(
-                request.method.objective(batch.logits[i], batch.targets[k], batch.contrast(k), task)
-                for k, (i, request) in enumerate(zip(rows, batch.requests))
+            objective = cast(
+                torch.Tensor,
+                sum(
+                    method.objective(batch.logits[i], batch.targets[k], batch.contrast(k), task)
+                    for k, (i, method) in enumerate(zip(rows, methods))
+                ),
             )
             (grads,) = torch.autograd.grad(objective, batch.activations)
-        weights = torch.stack([r.method.channel_weights(grads[i : i + 1])[0] for i, r in zip(rows, batch.requests)])
+        weights = torch.stack([method.channel_weights(grads[i : i + 1])[0] for i, method in zip(rows, methods)])
         return cam_explanations(batch, weighted_cam(weights, batch.activations.detach()[rows]))

@@ -88,7 +88,10 @@ class ScoreCAM(Method):
         return float(channels) + (request.options.ranking == "target")  # its pass with a graph above the layer
 
     def compute(self, batch: MethodBatch) -> list[Explanation]:
-        cams, timings, authors, details = [], [], {}, []
+        cams: list[torch.Tensor] = []
+        timings: list[float] = []
+        authors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        details: list[dict[str, object]] = []
         for i, target, request in zip(batch.rows, batch.targets, batch.requests):
             start = time.perf_counter()
             options = request.options
@@ -112,7 +115,8 @@ class ScoreCAM(Method):
             )
             cams.append(weighted_cam(weights[None], activations[None])[0])
             if options.weighting == "probability":  # the authors' map, scaled once at input size
-                authors[len(cams) - 1] = authors_map(weights, activations, tuple(batch.images.shape[-2:]))
+                height, width = batch.images.shape[-2:]
+                authors[len(cams) - 1] = authors_map(weights, activations, (int(height), int(width)))
             timings.append((time.perf_counter() - start) * 1e3)
         explanations = cam_explanations(batch, torch.stack(cams), timings)
         for explanation, facts in zip(explanations, details):
@@ -144,7 +148,7 @@ def scorecam_weights(
     flat = activations.flatten(1)
     varying = torch.nonzero(flat.amax(1) > flat.amin(1)).flatten()
     fast = channels is not None and channels < activations.shape[0]
-    if fast:  # the first N non-constant channels by priority, or the most varying
+    if channels is not None and fast:  # the first N non-constant channels by priority, or the most varying
         rank = flat[varying].std(1) if priority is None else priority[varying]
         varying = varying[rank.topk(min(channels, len(varying))).indices]
 

@@ -51,7 +51,7 @@ class Feature:
     channel: int
     relevance: float
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {"layer": self.layer, "channel": self.channel, "relevance": self.relevance}
 
 
@@ -91,7 +91,9 @@ def feature_heatmap(model: nn.Module, image: torch.Tensor, features: list[Featur
     return minmax(maps).amax(0).float().cpu().numpy()
 
 
-def explain(model: nn.Module, relevance: Relevance, images: torch.Tensor, targets: list[int], k: int = DEFAULT_FEATURES):
+def explain(
+    model: nn.Module, relevance: Relevance, images: torch.Tensor, targets: list[int], k: int = DEFAULT_FEATURES
+) -> list[tuple[np.ndarray, list[Feature]]]:
     """Per image: (heatmap (H, W) float32 in [0, 1], the features shown, positive and sorted)."""
     r = relevances(relevance, image_responses(model, relevance, images), targets)
     out = []
@@ -136,6 +138,7 @@ class Vebi(Method):
     def compute(self, batch: MethodBatch) -> list[Explanation]:
         relevance = load_relevance(str(batch.spec.files[RELEVANCE]))
         model, images = batch.backend.model, batch.images[batch.rows]
+        assert model is not None, "needs MODEL_PASS: only a PyTorch backend provides it"
         r = relevances(relevance, image_responses(model, relevance, images), batch.targets)
         out = []
         for k, request in enumerate(batch.requests):

@@ -19,10 +19,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from whyserve.backends.onnx.runtime import INPUT, META_LAYER, OUTPUTS, session_metadata
+from whyserve.backends.onnx.runtime import OUTPUTS, session_metadata
 from whyserve.backends.onnx.split import HeadSplitError, split_head
 from whyserve.layers import eval_mode
 from whyserve.models import ModelSpec
+from whyserve.models.onnx_source import INPUT, META_LAYER
 from whyserve.types import Needs
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class OrtBackend:
 
         if not self.batch_of_one:
             return [torch.from_numpy(a) for a in run(images)]
-        return [torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*map(run, images.split(1)))]
+        return [torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*map(run, torch.split(images, 1)))]
 
     def _checked_head(self, spec: ModelSpec) -> nn.Module:
         """``spec``'s head above the layer, checked against the .onnx on one probe image."""
