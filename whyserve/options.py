@@ -11,6 +11,7 @@ A field's type says how a raw value (header text, a JSON value, a CLI string, YA
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -90,6 +91,7 @@ class Declared:
         return parse_number(self.name, value, self.kind is int, self.info.low, self.info.high, self.valid())
 
 
+@functools.cache  # read on every request: the type hints are evaluated once per options class
 def declared(options: type) -> tuple[Declared, ...]:
     """The options an options dataclass declares, in field order."""
     hints = typing.get_type_hints(options)
